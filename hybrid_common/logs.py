@@ -1,0 +1,136 @@
+"""structlog, configured once per process: JSON lines for journald, colours on a terminal.
+
+Both programs call `configure_logging()` at start-up. Every event goes through
+`redact_secrets`, so an AWS secret key or session token cannot reach a log line, not even
+inside a formatted exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+
+# Environment variables whose values must never be printed, wherever they turn up.
+SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# Field names that hold secrets by their nature, whatever their value.
+SECRET_FIELD = re.compile(r"(secret|password|token|credential|authorization)", re.IGNORECASE)
+# Shapes of AWS secrets in free text (e.g. a botocore exception that echoes a header).
+SECRET_TEXT = [
+    re.compile(
+        r"(?i)(aws_secret_access_key|secret_?access_?key|session_?token)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"
+    ),
+    re.compile(r"(?i)(X-Amz-Security-Token|X-Amz-Signature)(=)[^&\s'\"]+"),
+    re.compile(r"(?i)(Signature)(=)[0-9a-f]{64}"),
+]
+
+
+def _secret_values() -> list[str]:
+    # Short values are skipped: redacting "x" everywhere would make logs unreadable and
+    # such values are not real secrets.
+    return [v for name in SECRET_ENV_VARS if len(v := os.environ.get(name, "")) >= 8]
+
+
+def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
+    """Remove known secret values and secret-shaped substrings from free text."""
+    for value in _secret_values() if secrets is None else secrets:
+        text = text.replace(value, REDACTED)
+    for pattern in SECRET_TEXT:
+        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    return text
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and SECRET_FIELD.search(k) else _redact(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v, secrets) for v in value]
+    return value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the last word before rendering, so exceptions are covered too."""
+    secrets = _secret_values()
+    for key in list(event_dict):
+        if SECRET_FIELD.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _redact(event_dict[key], secrets)
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+
+
+def configure_logging(
+    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog (and stdlib logging) for this process.
+
+    `json=None` means: JSON lines unless the stream is a terminal. Library records (botocore,
+    moto, aiohttp) are rendered by the same processors, so redaction covers them too.
+    """
+    out = stream or sys.stdout
+    as_json = (not out.isatty()) if json is None else json
+    renderer: list[Processor]
+    if as_json:
+        # Tracebacks become data before redaction, so they are scrubbed like any field.
+        renderer = [
+            # Without locals: a local variable can hold anything, including credentials.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            redact_secrets,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        renderer = [
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            structlog.dev.ConsoleRenderer(colors=out.isatty()),
+        ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*_shared_processors(), *renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
+def get_logger(name: str | None = None, **initial: Any) -> structlog.stdlib.BoundLogger:
+    """A logger bound to `initial` context; typed loosely so callers stay simple."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name, **initial)
+    return logger
+
+
+__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets", "redact_text"]

@@ -1,0 +1,1 @@
+"""The AWS Lambda function: video in, recognised people out."""

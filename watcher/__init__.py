@@ -1,0 +1,1 @@
+"""hybrid-watcher: the VM daemon that submits videos and collects their results."""

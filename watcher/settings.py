@@ -1,0 +1,179 @@
+"""hybrid-watcher's settings: environment (HYBRID_*) > TOML config file > defaults.
+
+The config file is `/etc/hybrid-watcher/config.toml`, or the path in `HYBRID_CONFIG`.
+AWS credentials are never settings: they come from the standard AWS chain (environment,
+shared credentials file, instance role), which the systemd unit feeds from a root-only
+EnvironmentFile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from hybrid_common.config import check_bucket_name, check_writable_dir, exit_on_config_error
+from hybrid_common.keys import validate_segment
+
+ENV_PREFIX = "HYBRID_"
+DEFAULT_CONFIG_FILE = Path("/etc/hybrid-watcher/config.toml")
+
+BucketName = Annotated[str, AfterValidator(check_bucket_name)]
+
+
+def config_file_path() -> Path:
+    """Where the TOML config is read from (it is optional)."""
+    return Path(os.environ.get("HYBRID_CONFIG", str(DEFAULT_CONFIG_FILE)))
+
+
+def default_node_id() -> str:
+    """The host name, reduced to a key-safe segment: many VMs can share the buckets."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")[:63]
+    return name or "node"
+
+
+class WatcherSettings(BaseSettings):
+    """Every setting of the VM daemon and its commands (see config/hybrid-watcher.example.toml)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- where the cloud is ---
+    endpoint_url: str | None = Field(
+        default=None,
+        description="S3/DynamoDB/SQS/Lambda endpoint; unset for AWS, a URL for moto, "
+        "LocalStack or MinIO.",
+    )
+    region: str = Field(default="us-east-1", min_length=1)
+    input_bucket: BucketName = "hybridsphere-input"
+    output_bucket: BucketName = "hybridsphere-output"
+    table: str = Field(default="hybridsphere-students", min_length=3, max_length=255)
+    function_name: str = Field(default="hybridsphere-face-recognition", min_length=1)
+    queue: str = Field(
+        default="hybridsphere-input-events",
+        min_length=1,
+        description="SQS queue the input bucket notifies (local cloud and S3->SQS->Lambda).",
+    )
+
+    # --- this node and its folders ---
+    staging_root: Annotated[Path, AfterValidator(check_writable_dir)] = Path(
+        "/var/lib/hybrid-watcher"
+    )
+    node_id: str = Field(default_factory=default_node_id)
+    key_prefix: str = "videos"
+
+    # --- logs ---
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # --- upload ---
+    upload_concurrency: int = Field(default=4, ge=1, le=64, description="Files sent at once.")
+    part_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Multipart parts in flight, across all files."
+    )
+    multipart_threshold_mb: int = Field(
+        default=128, ge=5, description="Files above this many MiB go multipart; others one PUT."
+    )
+    part_size_mb: int = Field(default=8, ge=5, le=512, description="MiB per multipart part.")
+    requests_per_second: int = Field(
+        default=0, ge=0, description="Cap on S3 upload requests per second; 0 = no cap."
+    )
+    bandwidth_limit_mbps: float = Field(
+        default=0.0, ge=0.0, description="Cap on upload MiB per second; 0 = no cap."
+    )
+    retry_attempts: int = Field(default=8, ge=1, description="Tries per request, first included.")
+    retry_max_seconds: float = Field(
+        default=600.0, gt=0.0, description="Give a file up after retrying this long."
+    )
+    retry_base_delay_s: float = Field(default=0.5, gt=0.0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0.0)
+    sse: Literal["AES256", "aws:kms"] = "AES256"
+    sse_kms_key_id: str | None = Field(default=None, min_length=1)
+    checksum: Literal["SHA256", "CRC32"] = "SHA256"
+    payload_signing: bool = Field(
+        default=False,
+        description="SHA-256 the payload for SigV4 as well (the S3-verified checksum already "
+        "covers integrity; signing doubles the hashing and runs on the event loop).",
+    )
+    orphan_upload_age_s: float = Field(default=86_400.0, ge=0.0)
+    connect_timeout_s: float = Field(default=10.0, gt=0.0)
+    read_timeout_s: float = Field(default=120.0, gt=0.0)
+    trigger_mode: Literal["s3", "invoke"] = "s3"
+
+    # --- results ---
+    poll_interval_s: float = Field(default=2.0, gt=0.0)
+    poll_max_interval_s: float = Field(default=30.0, gt=0.0)
+    poll_page_size: int = Field(default=1000, ge=1, le=1000)
+    result_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Larger result files are not fetched."
+    )
+
+    @field_validator("sse_kms_key_id")
+    @classmethod
+    def _kms_key_needs_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("sse") != "aws:kms":
+            raise ValueError('a KMS key id needs sse = "aws:kms"')
+        return value
+
+    # --- end results ---
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id_is_a_key_segment(cls, value: str) -> str:
+        return validate_segment(value, "node_id")
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_is_key_segments(cls, value: str) -> str:
+        for segment in value.strip("/").split("/"):
+            validate_segment(segment, "key_prefix")
+        return value.strip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: explicit arguments, then the environment, then the file.
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file_path()),
+        )
+
+    # Folder layout of the staging area, derived so every command agrees on it.
+    @property
+    def inbox(self) -> Path:
+        return self.staging_root / "inbox"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.staging_root / "journal.sqlite3"
+
+
+def load_settings(**overrides: object) -> WatcherSettings:
+    """Settings for a command, or exit 78 with one line per problem (systemd won't restart)."""
+    try:
+        return WatcherSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        exit_on_config_error(error, ENV_PREFIX)
+    except (ValueError, OSError) as error:  # e.g. an unreadable or malformed TOML file
+        exit_on_config_error(ValueError(f"{config_file_path()}: {error}"))

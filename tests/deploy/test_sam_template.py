@@ -1,0 +1,279 @@
+"""deploy/aws/template.yaml: cfn-lint clean, and shaped as issue 5 asks (offline, no AWS)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfn_template import REPO, SAM_TEMPLATE, load_template, static_names
+
+from lambda_fn.settings import FunctionSettings, RecognitionOptions
+from watcher.settings import WatcherSettings
+
+TEMPLATE = load_template()
+RESOURCES = TEMPLATE["Resources"]
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+
+
+def _cfn_lint() -> str:
+    """cfn-lint from PATH or this venv (moto[server] depends on it); skip if neither has it."""
+    found = shutil.which("cfn-lint") or shutil.which(
+        "cfn-lint", path=str(Path(sys.executable).parent)
+    )
+    if not found:
+        pytest.skip("cfn-lint is not installed (pip install cfn-lint); template not linted")
+    return found
+
+
+@pytest.mark.slow
+def test_cfn_lint_passes_on_the_sam_template() -> None:
+    result = subprocess.run(
+        [_cfn_lint(), "--format", "parseable", str(SAM_TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_cfn_lint_catches_a_broken_reference(tmp_path: Path) -> None:
+    """The lint check above can fail: a dangling !Ref in a copy of the template is reported."""
+    broken = tmp_path / "template.yaml"
+    broken.write_text(
+        SAM_TEMPLATE.read_text().replace("!Ref InputEventsQueuePolicy]", "!Ref NoSuchResource]")
+    )
+    result = subprocess.run(
+        [_cfn_lint(), "--format", "parseable", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "NoSuchResource" in result.stdout
+
+
+def _resolved(params: dict[str, str]) -> dict[str, dict[str, Any]]:
+    r = static_names(TEMPLATE, params)
+    return {
+        name: r.resolve(res.get("Properties", {}))
+        for name, res in RESOURCES.items()
+        if r.resource_exists(name)
+    }
+
+
+def test_function_is_an_image_built_by_sam_from_lambda_fn_dockerfile() -> None:
+    fn = RESOURCES["FaceRecognitionFunction"]
+    assert TEMPLATE["Transform"] == "AWS::Serverless-2016-10-31"
+    assert fn["Type"] == "AWS::Serverless::Function"
+    props, meta = fn["Properties"], fn["Metadata"]
+    assert props["PackageType"] == "Image"
+    # `sam build` resolves DockerContext relative to the template's folder.
+    assert (SAM_TEMPLATE.parent / meta["DockerContext"]).resolve() == REPO
+    assert meta["Dockerfile"] == "lambda_fn/Dockerfile"
+    assert props["ImageConfig"]["Command"] == ["lambda_fn.handler.handler"]
+    for absent in ("CodeUri", "Handler", "Runtime", "InlineCode"):
+        assert absent not in props
+
+
+def test_the_dockerfile_and_handler_named_by_the_template_exist() -> None:
+    dockerfile = REPO / "lambda_fn" / "Dockerfile"
+    handler = REPO / "lambda_fn" / "handler.py"
+    if not (dockerfile.exists() and handler.exists()):
+        pytest.skip("lambda_fn/Dockerfile or lambda_fn/handler.py not written yet (issue 3)")
+    assert "def handler(" in handler.read_text()
+
+
+def test_function_sizing_comes_from_parameters() -> None:
+    props = RESOURCES["FaceRecognitionFunction"]["Properties"]
+    assert props["MemorySize"] == {"Ref": "FunctionMemoryMB"}
+    assert props["Timeout"] == {"Ref": "FunctionTimeoutSeconds"}
+    assert props["EphemeralStorage"] == {"Size": {"Ref": "EphemeralStorageMB"}}
+    for params, expected in [({}, None), ({"ReservedConcurrency": "5"}, "5")]:
+        fn = _resolved(params)["FaceRecognitionFunction"]
+        assert fn.get("ReservedConcurrentExecutions") == expected
+
+
+def test_failed_async_invocations_go_to_a_queue() -> None:
+    fn = _resolved({})["FaceRecognitionFunction"]
+    on_failure = fn["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert on_failure["Destination"].endswith(":hybridsphere-failed-invocations")
+
+
+def test_function_environment_names_real_settings() -> None:
+    """Every variable the template sets is a field the function reads (HYBRID_ + field name)."""
+    env = _resolved({"KnownFacesKey": "config/known_faces.json"})["FaceRecognitionFunction"][
+        "Environment"
+    ]["Variables"]
+    fields = set(FunctionSettings.model_fields) | set(RecognitionOptions.model_fields)
+    assert all(name.startswith("HYBRID_") for name in env)
+    assert {name.removeprefix("HYBRID_").lower() for name in env} <= fields
+    names = static_names(TEMPLATE, {})
+    assert env["HYBRID_OUTPUT_BUCKET"] == names.physical["OutputBucket"]
+    assert env["HYBRID_OUTPUT_BUCKET"] != names.physical["InputBucket"]
+    assert env["HYBRID_TABLE"] == names.physical["StudentsTable"]
+    # Lambda sets AWS_REGION, but the settings read HYBRID_REGION (default us-east-1).
+    assert env["HYBRID_REGION"] == "us-east-1"
+    assert (
+        RecognitionOptions.model_fields["mode"].default
+        == TEMPLATE["Parameters"]["RecognitionMode"]["Default"]
+    )
+
+
+def test_template_defaults_match_the_watcher_defaults() -> None:
+    defaults = static_names(TEMPLATE, {})
+    fields = WatcherSettings.model_fields
+    assert defaults.parameters["KeyPrefix"] == fields["key_prefix"].default
+    assert defaults.physical["FaceRecognitionFunction"] == fields["function_name"].default
+    assert defaults.physical["StudentsTable"] == fields["table"].default
+    sqs = _resolved({"TriggerMode": "sqs"})
+    assert sqs["InputEventsQueue"]["QueueName"] == fields["queue"].default
+
+
+@pytest.mark.parametrize("bucket", ["InputBucket", "OutputBucket"])
+def test_buckets_are_encrypted_private_and_tls_only(bucket: str) -> None:
+    props = _resolved({})[bucket]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    policies = [
+        res
+        for res in RESOURCES.values()
+        if res["Type"] == "AWS::S3::BucketPolicy" and res["Properties"]["Bucket"] == {"Ref": bucket}
+    ]
+    assert len(policies) == 1  # statement checked in test_iam_policies
+
+
+def _notifications(params: dict[str, str]) -> dict[str, Any]:
+    return _resolved(params)["InputBucket"].get("NotificationConfiguration", {})
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "target"),
+    [
+        ("s3", "LambdaConfigurations", "Function"),
+        ("sqs", "QueueConfigurations", "Queue"),
+    ],
+)
+def test_input_bucket_triggers_on_video_suffixes_under_the_prefix(
+    mode: str, kind: str, target: str
+) -> None:
+    config = _notifications({"TriggerMode": mode, "KeyPrefix": "clips"})
+    assert set(config) == {kind}
+    suffixes = []
+    for entry in config[kind]:
+        assert entry["Event"] == "s3:ObjectCreated:*"
+        rules = {rule["Name"]: rule["Value"] for rule in entry["Filter"]["S3Key"]["Rules"]}
+        assert rules["prefix"] == "clips/"
+        suffixes.append(rules["suffix"])
+    # One suffix per configuration (an S3 rule), one configuration per video type.
+    assert sorted(suffixes) == sorted(VIDEO_SUFFIXES)
+    names = static_names(TEMPLATE, {"TriggerMode": mode})
+    expected = names.attributes[
+        "FaceRecognitionFunction.Arn" if mode == "s3" else "InputEventsQueue.Arn"
+    ]
+    assert {entry[target] for entry in config[kind]} == {expected}
+
+
+def test_invoke_mode_has_no_bucket_notification() -> None:
+    assert _notifications({"TriggerMode": "invoke"}) == {}
+
+
+@pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
+def test_the_function_can_never_trigger_itself(mode: str) -> None:
+    """Only the input bucket notifies, and the function may write only the output bucket."""
+    resolved = _resolved({"TriggerMode": mode})
+    notifying = [name for name, props in resolved.items() if "NotificationConfiguration" in props]
+    assert notifying == (["InputBucket"] if mode != "invoke" else [])
+    assert resolved["InputBucket"]["BucketName"] != resolved["OutputBucket"]["BucketName"]
+    statements = resolved["FunctionRole"]["Policies"][0]["PolicyDocument"]["Statement"]
+    written = [
+        st["Resource"]
+        for st in statements
+        if "s3:PutObject" in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+    ]
+    assert written == [f"arn:aws:s3:::{resolved['OutputBucket']['BucketName']}/videos/*"]
+
+
+@pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
+def test_resources_present_per_trigger_mode(mode: str) -> None:
+    present = set(_resolved({"TriggerMode": mode}))
+    always = {
+        "InputBucket",
+        "InputBucketPolicy",
+        "OutputBucket",
+        "OutputBucketPolicy",
+        "StudentsTable",
+        "FunctionLogGroup",
+        "FailedInvocationsQueue",
+        "FunctionRole",
+        "FaceRecognitionFunction",
+        "WatcherPolicy",
+    }
+    extra = {
+        "s3": {"InputBucketInvokePermission"},
+        "sqs": {
+            "InputEventsQueue",
+            "InputEventsDeadLetterQueue",
+            "InputEventsQueuePolicy",
+            "InputEventsMapping",
+        },
+        "invoke": set(),
+    }[mode]
+    assert present == always | extra
+
+
+def test_sqs_option_consumes_with_batch_item_failures_and_a_dead_letter_queue() -> None:
+    resolved = _resolved({"TriggerMode": "sqs"})
+    mapping = resolved["InputEventsMapping"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert (
+        mapping["EventSourceArn"] == static_names(TEMPLATE, {}).attributes["InputEventsQueue.Arn"]
+    )
+    queue = resolved["InputEventsQueue"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"].endswith(":hybridsphere-input-events-dlq")
+    # Lambda refuses a mapping whose queue hides messages for less than the function timeout.
+    # AWS recommends six times the timeout; compare the defaults.
+    params = TEMPLATE["Parameters"]
+    visibility = params["QueueVisibilityTimeoutSeconds"]["Default"]
+    assert visibility >= 6 * params["FunctionTimeoutSeconds"]["Default"]
+
+
+def test_students_table_is_keyed_by_name() -> None:
+    table = _resolved({})["StudentsTable"]
+    assert table["KeySchema"] == [{"AttributeName": "name", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "name", "AttributeType": "S"}]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_outputs_give_what_the_watcher_config_needs() -> None:
+    outputs = TEMPLATE["Outputs"]
+    assert outputs["InputBucketName"]["Value"] == {"Ref": "InputBucket"}
+    assert outputs["OutputBucketName"]["Value"] == {"Ref": "OutputBucket"}
+    assert outputs["TableName"]["Value"] == {"Ref": "StudentsTable"}
+    assert outputs["FunctionName"]["Value"] == {"Ref": "FaceRecognitionFunction"}
+    assert outputs["WatcherPolicyArn"]["Value"] == {"Ref": "WatcherPolicy"}
+
+
+@pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
+def test_bucket_tags_are_valid_s3_tags(mode: str) -> None:
+    """S3 tag values allow letters, digits, spaces and _ . : / = + - @ only (no '|')."""
+    r = static_names(TEMPLATE, {"TriggerMode": mode})
+    r.physical["InputBucketInvokePermission"] = "arn:aws:lambda:…:function:f|stack-Invoke-1"
+    for bucket in ("InputBucket", "OutputBucket"):
+        for tag in r.resolve(RESOURCES[bucket]["Properties"]["Tags"]):
+            assert re.fullmatch(r"[\w .:/=+\-@]{0,256}", tag["Value"]), tag

@@ -105,9 +105,11 @@ def run_local_cloud(settings: WatcherSettings, options: LocalCloudOptions) -> in
     server, resources = start_and_provision(settings, options)
     state_path = write_state(options.state_dir, resources)
     stop = threading.Event()
+    received: list[str] = []
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("local_cloud.stopping", signal=signal.Signals(signum).name)
+        # Only flags here: logging from a signal handler can deadlock on the output lock.
+        received.append(signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGINT, _on_signal)
@@ -124,6 +126,7 @@ def run_local_cloud(settings: WatcherSettings, options: LocalCloudOptions) -> in
     )
     try:
         stop.wait()
+        log.info("local_cloud.stopping", signal=received[0] if received else None)
     finally:
         server.stop()  # type: ignore[attr-defined]
     return 0

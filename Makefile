@@ -8,7 +8,7 @@ SHARED_DATA ?= $(abspath ../shared/data)
 # moto accepts any credentials; these dummies only keep the AWS SDKs from looking further.
 LOCAL_AWS := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local-not-a-secret AWS_DEFAULT_REGION=us-east-1
 
-.PHONY: help install demo local-cloud test lint typecheck pytest bench clean
+.PHONY: help install demo demo-samples local-cloud test lint typecheck pytest bench clean install-service publish image-test
 
 help:
 	@echo "make demo   - local cloud + function runtime + watcher; drop videos into ./var/inbox"
@@ -24,12 +24,22 @@ var/known_faces.json: | install
 	  $(RUN) hybrid-lambda faces import-pickle "$(SHARED_DATA)/cse546/encoding" -o $@; \
 	else echo "no known faces: build some with 'hybrid-lambda faces build PHOTO_DIR -o $@'"; fi
 
+STUDENTS_ARG = $$([ -f "$(SHARED_DATA)/cse546/student_data.json" ] && echo --students "$(SHARED_DATA)/cse546/student_data.json")
+
+# The whole pipeline: local cloud, `hybrid-lambda serve-local` and `hybrid-watcher run`,
+# supervised; drop videos into ./var/inbox, results land in ./var/done. Ctrl-C stops all.
+demo: install var/known_faces.json
+	$(RUN) hybrid-watcher demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG)
+
+# The same, dropping the course clips and exiting 0 only if every answer is right.
+demo-samples: install var/known_faces.json
+	$(RUN) hybrid-watcher demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG) \
+	  --samples "$(SHARED_DATA)/cse546/test_case_1" --expect "$(SHARED_DATA)/cse546/mapping"
+
+# Only the local cloud (moto's server, provisioned), e.g. to run the other parts by hand.
 local-cloud: install var/known_faces.json
 	$(LOCAL_AWS) HYBRID_STAGING_ROOT=./var $(RUN) hybrid-watcher local-cloud --state-dir ./var \
-	  --known-faces var/known_faces.json \
-	  $$([ -f "$(SHARED_DATA)/cse546/student_data.json" ] && echo --students "$(SHARED_DATA)/cse546/student_data.json")
-
-demo: local-cloud
+	  --known-faces var/known_faces.json $(STUDENTS_ARG)
 
 lint: install
 	$(RUN) ruff check .
@@ -44,8 +54,23 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The daemon as a systemd service on this VM (as root): user, folders, config, unit.
+install-service:
+	scripts/install-service.sh
+
+# A code change to the deployed function: image from lambda_fn/Dockerfile, tagged with the git
+# revision, pushed to ECR, update-function-code, wait until updated (deploy/README.md).
+publish:
+	scripts/publish.sh
+
 bench: install
 	$(RUN) python bench/recognition.py
+
+# The function image, built with buildah (no Docker engine) and proven: the course clips run
+# through its own entry point against a test-only Runtime API and moto. Needs root; ~3-5 min
+# with DLIB_VARIANT=bin (default here), 15+ min the first time with DLIB_VARIANT=blas.
+image-test: install
+	HYBRID_SHARED_DATA=$(SHARED_DATA) UV=$(UV) scripts/image-test.sh
 
 clean:
 	rm -rf .venv var .pytest_cache .mypy_cache .ruff_cache

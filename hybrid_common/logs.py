@@ -125,6 +125,9 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # werkzeug (moto's server) sets its own logger to INFO and would log every request.
+    for noisy in ("werkzeug", "botocore", "urllib3", "aiobotocore", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def get_logger(name: str | None = None, **initial: Any) -> structlog.stdlib.BoundLogger:

@@ -80,6 +80,65 @@ class WatcherSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
+    # --- intake ---
+    allowed_extensions: list[str] = Field(
+        default=["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "3gp", "wmv"],
+        description="File extensions taken from the inbox (case-insensitive); content is "
+        "sniffed as well.",
+    )
+    settle_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Size/mtime must stay unchanged this long before a file is taken, unless "
+        "an inotify event and the open-files scan show its writer is done.",
+    )
+    rescan_interval_s: float = Field(
+        default=30.0, gt=0.0, description="Full inbox scan period (inotify can overflow)."
+    )
+    watch_subfolders: bool = Field(default=False, description="Take files in inbox subfolders.")
+    fast_intake: bool = Field(
+        default=True,
+        description="Take a file as soon as inotify and the open-files scan show its writer is "
+        "done; false when writers may be invisible to this host's /proc (an NFS inbox).",
+    )
+    # --- end intake ---
+
+    # --- journal ---
+    on_duplicate: Literal["reuse", "reprocess"] = Field(
+        default="reuse",
+        description="Same content (sha256) as an earlier done submission: copy its result, "
+        "or process it again.",
+    )
+    # --- end journal ---
+
+    # --- lifecycle ---
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0.0, description="On SIGTERM, in-flight uploads get this long to finish."
+    )
+    result_overdue_s: float = Field(
+        default=600.0, gt=0.0, description="Log result.overdue this long after the upload."
+    )
+    result_deadline_s: float = Field(
+        default=3600.0, gt=0.0, description="Give up (timed_out) this long after the upload."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_address: str = "127.0.0.1"
+    retention_done_days: float = Field(default=30.0, ge=0.0, description="0 keeps forever.")
+    retention_failed_days: float = Field(default=90.0, ge=0.0, description="0 keeps forever.")
+    retention_rejected_days: float = Field(default=14.0, ge=0.0, description="0 keeps forever.")
+
+    @field_validator("result_deadline_s")
+    @classmethod
+    def _deadline_after_overdue(cls, value: float, info: ValidationInfo) -> float:
+        overdue = info.data.get("result_overdue_s")
+        if overdue is not None and value <= overdue:
+            raise ValueError(f"must be longer than result_overdue_s ({overdue})")
+        return value
+
+    # --- end lifecycle ---
+
     # --- upload ---
     upload_concurrency: int = Field(default=4, ge=1, le=64, description="Files sent at once.")
     part_concurrency: int = Field(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faults import FaultProxy
-
+from tests.faults import FaultProxy
 from watcher.clients import aws_clients, client_config
 from watcher.settings import WatcherSettings
 

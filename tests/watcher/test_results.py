@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import FaultProxy
 
 from hybrid_common.keys import ResultKind
 from hybrid_common.results import ErrorDoc, PersonRow, parse_csv, render_csv
+from tests.faults import FaultProxy
 from watcher.clients import aws_clients
 from watcher.results import ResultPoller
 from watcher.settings import WatcherSettings

@@ -8,8 +8,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
-from faults import Recorder
 
+from tests.faults import Recorder
 from watcher.clients import aws_clients
 from watcher.settings import WatcherSettings
 from watcher.trigger import TriggerFailed, invoke_function

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults import FaultProxy, Seen
 
+from tests.faults import FaultProxy, Seen
 from watcher.clients import aws_clients
 from watcher.pacing import MIB
 from watcher.settings import WatcherSettings

@@ -1,0 +1,376 @@
+"""`hybrid-watcher` commands: run the daemon, inspect the journal, retry, submit files.
+
+Each subcommand is one entry of COMMANDS: (name, help, add_arguments, handler). A handler
+gets the parsed arguments and returns the exit status; settings errors exit 78.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hybrid_common.logs import configure_logging, get_logger
+from watcher import cloud_cmds, demo, workload
+from watcher.journal import TERMINAL, JournalStore, State, Submission
+from watcher.settings import WatcherSettings, load_settings
+from watcher.staging import Staging
+
+log = get_logger(__name__)
+
+AddArguments = Callable[[argparse.ArgumentParser], None]
+Handler = Callable[[argparse.Namespace], int]
+
+EXIT_FAILED = 1  # some submission failed or timed out
+EXIT_WAIT_TIMEOUT = 3  # `submit --wait --timeout` expired first
+
+
+def _settings() -> WatcherSettings:
+    return load_settings()
+
+
+def _staging(settings: WatcherSettings) -> Staging:
+    # Resolved, so paths written by the daemon and the CLI compare equal as strings.
+    return Staging(settings.staging_root.resolve())
+
+
+def _open_journal(settings: WatcherSettings, *, readonly: bool = False) -> JournalStore | None:
+    """The daemon's journal; read-only for commands that only look (operators may not own it)."""
+    if not settings.journal_path.exists():
+        return None
+    return JournalStore(settings.journal_path, readonly=readonly)
+
+
+def _when(epoch: float | None) -> str:
+    if not epoch:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _shown(name: str, value: object) -> str:
+    if value is None:
+        return ""
+    if name == "result":
+        return json.dumps(value, ensure_ascii=False)
+    if name.endswith("_at") and isinstance(value, float):
+        return _when(value)
+    return str(value)
+
+
+def _outcome(sub: Submission) -> str:
+    """One line of what came out: the people found, or why not."""
+    if sub.state is State.DONE and sub.result is not None:
+        people = sub.result.get("people") or []
+        return ", ".join(people) if people else "(nobody known)"
+    return sub.error or ""
+
+
+# --- run ---
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # `run` takes everything from settings (env HYBRID_*, config file)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from watcher.service import WatcherService  # the daemon's imports only when running it
+
+    settings = _settings()
+    as_json = {"auto": None, "json": True, "console": False}[settings.log_format]
+    configure_logging(settings.log_level, json=as_json)
+    service = WatcherService(settings)
+    try:
+        asyncio.run(service.serve())
+    except Exception:
+        log.exception("service.crashed")
+        return 1
+    return 0
+
+
+# --- status ---
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--limit", type=int, default=15, help="latest submissions to list")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings()
+    journal = _open_journal(settings, readonly=True)
+    counts = journal.counts() if journal else {s.value: 0 for s in State}
+    latest = journal.latest(args.limit) if journal else []
+    if journal:
+        journal.close()
+    if args.json:
+        doc = {"counts": counts, "latest": [asdict(sub) for sub in latest]}
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    summary = Table(title=f"hybrid-watcher {settings.node_id}: submissions by state")
+    for state in counts:
+        summary.add_column(state, justify="right")
+    summary.add_row(*(str(n) for n in counts.values()))
+    console.print(summary)
+    table = Table(title="latest submissions")
+    for column in ("id", "file", "state", "updated", "result"):
+        table.add_column(column)
+    for sub in latest:
+        table.add_row(
+            sub.id, sub.original_name, sub.state.value, _when(sub.updated_at), _outcome(sub)
+        )
+    console.print(table)
+    return 0
+
+
+# --- show ---
+
+
+def add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ref", metavar="ID|FILE", help="submission id (or prefix), name or path")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _find(journal: JournalStore, ref: str) -> list[Submission]:
+    found = journal.find(ref)
+    if not found and os.sep in ref:
+        found = journal.find(str(Path(ref).resolve()))
+    return found
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    settings = _settings()
+    journal = _open_journal(settings, readonly=True)
+    found = _find(journal, args.ref) if journal else []
+    events = {sub.id: journal.events(sub.id) for sub in found} if journal else {}
+    if journal:
+        journal.close()
+    if not found:
+        print(f"no submission matches {args.ref!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        docs = [{**asdict(s), "events": [asdict(e) for e in events[s.id]]} for s in found]
+        print(json.dumps(docs, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for sub in found:
+        facts = Table(show_header=False, title=f"submission {sub.id}")
+        for name, value in asdict(sub).items():
+            facts.add_row(name, _shown(name, value))
+        console.print(facts)
+        history = Table("when", "event", "detail", title="history")
+        for event in events[sub.id]:
+            history.add_row(_when(event.at), event.event, json.dumps(event.detail))
+        console.print(history)
+    return 0
+
+
+# --- retry ---
+
+
+def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("ref", nargs="?", metavar="ID", help="submission id (or prefix)")
+    group.add_argument("--failed", action="store_true", help="every failed or timed-out one")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Put failed videos back into the inbox: the daemon takes them as new submissions."""
+    settings = _settings()
+    staging = _staging(settings)
+    journal = _open_journal(settings)
+    if journal is None:
+        print("no journal yet: nothing to retry", file=sys.stderr)
+        return 2
+    retryable = {State.FAILED, State.TIMED_OUT}
+    if args.failed:
+        subs = journal.in_states(retryable)
+    else:
+        subs = [s for s in journal.find(args.ref) if s.state in retryable]
+    retried = 0
+    for sub in subs:
+        video = Path(sub.final_path) if sub.final_path else None
+        if video is None or not video.exists():
+            if not args.failed:
+                print(f"{sub.id}: the video is no longer in failed/", file=sys.stderr)
+            continue
+        target = staging.claim_group_name(staging.inbox, Path(sub.original_name).name)
+        journal.record(sub.id, "retried", {"inbox_path": str(target)})
+        # A rename into the inbox: the daemon sees it arrive complete, like an operator's `mv`,
+        # and takes it as a new submission (a new key: the old one has an error result).
+        video.rename(target)
+        staging.companion(video, ".error.json").unlink(missing_ok=True)
+        print(f"{sub.id}: {sub.original_name} → {target}")
+        retried += 1
+    journal.close()
+    if not retried:
+        print("nothing to retry", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- submit ---
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--wait", action="store_true", help="print results as they arrive")
+    parser.add_argument("--timeout", type=float, default=None, help="give up waiting after S s")
+
+
+def copy_into_inbox(staging: Staging, source: Path) -> Path:
+    """Copy under a hidden temporary name, fsync, then rename: the daemon never sees half."""
+    staging.inbox.mkdir(parents=True, exist_ok=True)
+    temp = staging.inbox / f".{source.name}.{secrets.token_hex(4)}.part"
+    try:
+        with source.open("rb") as src, temp.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+            dst.flush()
+            os.fsync(dst.fileno())
+        target = staging.claim_group_name(staging.inbox, source.name)
+        temp.rename(target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings()
+    staging = _staging(settings)
+    missing = [f for f in args.files if not f.is_file()]
+    if missing:
+        print(f"not files: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    started = time.time()
+    placed = [copy_into_inbox(staging, f) for f in args.files]
+    for path in placed:
+        print(f"submitted {path}")
+    if not args.wait:
+        return 0
+    return _wait_for(settings, placed, started, args.timeout)
+
+
+def _wait_for(
+    settings: WatcherSettings, placed: list[Path], started: float, timeout: float | None
+) -> int:
+    """Poll the journal until every placed file has concluded; print each as it does."""
+    from rich.progress import Progress
+
+    waiting = {str(p): p for p in placed}
+    failures = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Progress(disable=not sys.stdout.isatty(), transient=True) as progress:
+        bar = progress.add_task("waiting for results", total=len(placed))
+        while waiting:
+            journal = _open_journal(settings, readonly=True)
+            for source in list(waiting):
+                sub = _latest_for(journal, source, started) if journal else None
+                if sub is None or sub.state not in TERMINAL or not sub.delivered:
+                    continue
+                del waiting[source]
+                failures += sub.state is not State.DONE
+                progress.console.print(_result_line(sub))
+                progress.advance(bar)
+            if journal:
+                journal.close()
+            if waiting and deadline is not None and time.monotonic() > deadline:
+                for source in waiting:
+                    print(f"{source}: still waiting after {timeout} s", file=sys.stderr)
+                return EXIT_WAIT_TIMEOUT
+            if waiting:
+                time.sleep(0.25)
+    return EXIT_FAILED if failures else 0
+
+
+def _latest_for(journal: JournalStore, source: str, since: float) -> Submission | None:
+    matches = [
+        s for s in journal.find(source) if s.source_path == source and s.created_at >= since - 1
+    ]
+    return matches[-1] if matches else None
+
+
+def _result_line(sub: Submission) -> str:
+    latency = (sub.result or {}).get("latency_s")
+    took = f" ({latency:.1f} s)" if isinstance(latency, int | float) else ""
+    return f"{sub.original_name}: {sub.state.value}{took}: {_outcome(sub)} → {sub.final_path}"
+
+
+# Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
+COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
+    ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
+    ("status", "counts by state and the latest submissions", add_status_arguments, cmd_status),
+    ("show", "one submission's history and result", add_show_arguments, cmd_show),
+    ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
+    ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
+    (
+        "local-cloud",
+        "embedded local cloud: moto's server on loopback, provisioned, until Ctrl-C",
+        cloud_cmds.add_local_cloud_arguments,
+        cloud_cmds.cmd_local_cloud,
+    ),
+    (
+        "provision",
+        "create buckets, table, queue and notifications at the configured endpoint",
+        cloud_cmds.add_provision_arguments,
+        cloud_cmds.cmd_provision,
+    ),
+    (
+        "demo",
+        "local cloud + function runtime + watcher, supervised; Ctrl-C stops all",
+        demo.add_arguments,
+        demo.cmd_demo,
+    ),
+    (
+        "students",
+        "manage the students table",
+        cloud_cmds.add_students_arguments,
+        cloud_cmds.cmd_students,
+    ),
+    (
+        "workload",
+        "submit a folder of videos, wait for every result and grade them",
+        workload.add_arguments,
+        workload.cmd_workload,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybrid-watcher",
+        description="Submit videos from this VM for face recognition and collect the results.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, handler in COMMANDS:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        # Commands print their answers on stdout; logs (warnings only) go to stderr.
+        configure_logging("warning", stream=sys.stderr)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]

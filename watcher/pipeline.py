@@ -1,0 +1,448 @@
+"""One submission's way through the daemon: admit → hash → upload → result → deliver.
+
+Each step commits its journal transition first and acts second, so `recover()` after a
+crash at any instant knows exactly what may be half-done:
+
+| state (committed)   | what may be unfinished             | recovery                          |
+| ------------------- | ---------------------------------- | --------------------------------- |
+| discovered          | move inbox → processing, hashing   | finish the move, queue the upload |
+| uploading           | the upload                         | upload again (multipart resumes)  |
+| uploaded            | the invoke (trigger_mode=invoke)   | invoke if not marked triggered    |
+| done/failed/...     | moving the group, the announcement | move what is left, announce       |
+
+The announcement (`result.received` etc.) is logged after the files are in place and then
+marked in the journal: only a crash between those two lines could repeat it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hybrid_common.keys import InputKey, ResultKind, node_prefix, safe_name, stem_of
+from hybrid_common.logs import get_logger
+from hybrid_common.results import ErrorDoc, parse_csv
+from watcher.journal import OPEN, AsyncJournal, State, Submission, new_submission_id
+from watcher.metrics import Metrics
+from watcher.results import ResultPoller, ResultReady
+from watcher.settings import WatcherSettings
+from watcher.sniff import kind_of, normalise_extensions, sniff
+from watcher.staging import Staging, write_atomic
+from watcher.trigger import TriggerFailed, invoke_function
+from watcher.uploader import Uploader, UploadFailed, UploadRequest, upload_metadata
+
+log = get_logger(__name__)
+
+HASH_CHUNK = 1024 * 1024
+# Test-only: SIGKILL ourselves right after committing this step (see tests/watcher/test_service.py).
+KILL_AT_ENV = "WATCHER_TEST_KILL_AT"
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 hex digest and size (run in a thread)."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class Pipeline:
+    """The per-submission steps, shared by the live loops and crash recovery."""
+
+    def __init__(  # noqa: PLR0917 -- the collaborators, each named once at start-up
+        self,
+        settings: WatcherSettings,
+        journal: AsyncJournal,
+        staging: Staging,
+        metrics: Metrics,
+        uploader: Uploader,
+        poller: ResultPoller,
+        invoke: Callable[[str, str, int], Any] | None,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.staging = staging
+        self.metrics = metrics
+        self.uploader = uploader
+        self.poller = poller
+        self._invoke = invoke  # (key, etag, size) -> awaitable; None in trigger_mode "s3"
+        self._allowed = normalise_extensions(settings.allowed_extensions)
+        self.awaiting: dict[str, Submission] = {}  # uploaded, waiting for a result
+        self._finish_lock = asyncio.Lock()
+        self._kill_at = os.environ.get(KILL_AT_ENV, "")
+
+    def _crash_point(self, step: str) -> None:
+        if self._kill_at == step:
+            log.warning("test.kill", step=step)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # --- intake ---
+
+    async def admit(self, path: Path) -> Submission | None:
+        """Reject `path` or record it and move it to processing/; returns the submission."""
+        relative = str(path.relative_to(self.staging.inbox))
+        st, verdict = await asyncio.to_thread(self._inspect, path)
+        if st is None:
+            return None  # vanished between the scan and now
+        if verdict is not None:
+            reason, detail = verdict
+            target = await asyncio.to_thread(self.staging.reject, path, reason, detail)
+            # Rejections are recorded after the move: the reason file beside it is the record
+            # that matters, the journal row only feeds `status`.
+            await self.journal.create(
+                submission_id=new_submission_id(), original_name=relative,
+                source_path=str(path), staged_path=str(target), key="", size=st.st_size,
+                state=State.REJECTED, error=f"{reason}: {detail}",
+                detail={"reason": reason, "detail": detail},
+            )  # fmt: skip
+            self.metrics.rejected.labels(reason=reason).inc()
+            log.warning("intake.rejected", file=relative, reason=reason, detail=detail)
+            return None
+        submission_id = new_submission_id()
+        staged = self.staging.processing_path(submission_id, relative)
+        key = InputKey(
+            self.settings.key_prefix, self.settings.node_id, submission_id, safe_name(path.name)
+        ).key
+        sub = await self.journal.create(
+            submission_id=submission_id, original_name=relative, source_path=str(path),
+            staged_path=str(staged), key=key, size=st.st_size,
+        )  # fmt: skip
+        self._crash_point("discovered")
+        sub = await self._stage(sub)
+        if sub.state is State.DISCOVERED:
+            log.info("intake.taken", submission=sub.id, file=relative, bytes=st.st_size)
+        return sub
+
+    def _inspect(self, path: Path) -> tuple[os.stat_result | None, tuple[str, str] | None]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return None, None
+        if not stat.S_ISREG(st.st_mode):
+            return st, ("not a regular file", kind_of(st.st_mode))
+        verdict = sniff(path, self._allowed)
+        return st, None if verdict.ok else (verdict.reason, verdict.detail)
+
+    async def _stage(self, sub: Submission) -> Submission:
+        """Move the file from the inbox to processing/ (idempotent)."""
+        staged, source = Path(sub.staged_path), Path(sub.source_path)
+
+        def move() -> bool:
+            if staged.exists():
+                return True
+            try:
+                source.rename(staged)
+            except FileNotFoundError:
+                return False
+            return True
+
+        if await asyncio.to_thread(move):
+            return sub
+        return await self.fail(sub, "intake", "vanished", f"{source} disappeared before staging")
+
+    # --- upload ---
+
+    async def upload(self, submission_id: str) -> None:
+        """Hash (once), reuse a duplicate's result or upload, then wait for the result."""
+        with structlog.contextvars.bound_contextvars(submission=submission_id):
+            sub = await self.journal.get(submission_id)
+            if sub.state not in (State.DISCOVERED, State.UPLOADING):
+                return
+            staged = Path(sub.staged_path)
+            # The hash is recorded with the next transition, not on its own: one commit less
+            # per file, and a crash before that transition merely hashes again.
+            sha256: str
+            size: int
+            if sub.sha256 is not None and sub.size is not None:
+                sha256, size = sub.sha256, sub.size
+            else:
+                try:
+                    sha256, size = await asyncio.to_thread(sha256_of, staged)
+                except FileNotFoundError:
+                    await self.fail(sub, "intake", "vanished", f"{staged} disappeared")
+                    return
+            if sub.state is State.DISCOVERED and self.settings.on_duplicate == "reuse":
+                earlier = await self.journal.done_with_sha256(sha256, sub.id)
+                if earlier is not None and await self._reuse(sub, earlier, sha256):
+                    return
+            sub = await self.journal.transition(
+                sub.id, State.UPLOADING, attempts=sub.attempts + 1, sha256=sha256, size=size,
+                detail={"attempt": sub.attempts + 1, "sha256": sha256},
+            )  # fmt: skip
+            self._crash_point("uploading")
+            request = UploadRequest(
+                staged, sub.key, sha256, size,
+                upload_metadata(sub.original_name, sha256, self.settings.node_id),
+            )  # fmt: skip
+            try:
+                result = await self.uploader.upload(request)
+            except UploadFailed as error:
+                self.metrics.failures.labels(stage="upload").inc()
+                await self.fail(sub, "upload", "upload_failed", error.reason)
+                return
+            except asyncio.CancelledError:
+                log.warning("upload.interrupted", key=sub.key, state=str(State.UPLOADING))
+                raise
+            sub = await self.journal.transition(
+                sub.id, State.UPLOADED, uploaded_at=time.time(), etag=result.etag,
+                detail={"bytes": result.bytes, "seconds": round(result.seconds, 3),
+                        "multipart": result.multipart, "resumed_parts": result.resumed_parts},
+            )  # fmt: skip
+            self._crash_point("uploaded")
+            self.metrics.uploads.inc()
+            self.metrics.upload_bytes.inc(result.bytes)
+            await self.trigger(sub)
+
+    async def trigger(self, sub: Submission) -> None:
+        """Invoke the function (trigger_mode "invoke"); start waiting for the result."""
+        if self._invoke is not None and not sub.triggered:
+            try:
+                await self._invoke(sub.key, sub.etag or "", sub.size or 0)
+            except TriggerFailed as error:
+                if not error.retryable:
+                    await self.fail(sub, "trigger", "trigger_failed", error.reason)
+                    return
+                log.warning("trigger.deferred", submission=sub.id, reason=error.reason)
+            else:
+                sub = await self.journal.update(sub.id, triggered=True, event="triggered")
+        self.awaiting[sub.id] = sub
+
+    async def retrigger(self) -> None:
+        """Invoke again for awaited submissions whose invoke failed transiently."""
+        if self._invoke is None:
+            return
+        for sub in list(self.awaiting.values()):
+            if not sub.triggered:
+                await self.trigger(sub)
+
+    async def _reuse(self, sub: Submission, earlier: Submission, sha256: str) -> bool:
+        """Copy an earlier identical video's results; False if they are gone (retention)."""
+        assert earlier.final_path is not None  # noqa: S101 -- delivered rows have one
+        source, staged = Path(earlier.final_path), Path(sub.staged_path)
+
+        def copy() -> bool:
+            if not self.staging.companion(source, ResultKind.CSV.value).exists():
+                return False
+            for kind in (ResultKind.DETAILS, ResultKind.FACES, ResultKind.CSV):
+                src = self.staging.companion(source, kind.value)
+                if src.exists():
+                    shutil.copyfile(src, self.staging.companion(staged, kind.value))
+            return True
+
+        if not await asyncio.to_thread(copy):
+            return False
+        summary = {**(earlier.result or {}), "reused_from": earlier.id}
+        summary["latency_s"] = round(time.time() - sub.created_at, 3)
+        await self.conclude(sub, State.DONE, result=summary, event="result.reused", sha256=sha256)
+        return True
+
+    # --- results ---
+
+    def listing_start(self) -> str:
+        """StartAfter for the output listing: just before the oldest awaited submission."""
+        prefix = node_prefix(self.settings.key_prefix, self.settings.node_id)
+        return prefix + min(self.awaiting) if self.awaiting else prefix
+
+    def match(self, ready: ResultReady) -> Submission | None:
+        """The awaited submission a result belongs to (by the id segment of its key)."""
+        parts = ready.stem.split("/")
+        sub = self.awaiting.get(parts[-2]) if len(parts) >= 2 else None
+        if sub is None or stem_of(sub.key) != ready.stem:
+            return None
+        return sub
+
+    async def collect(self, sub: Submission, ready: ResultReady) -> None:
+        """Fetch a result, stage its files beside the video, conclude done or failed."""
+        with structlog.contextvars.bound_contextvars(submission=sub.id):
+            if self.awaiting.pop(sub.id, None) is None:
+                return  # concluded meanwhile (deadline)
+            try:
+                await self._collect(sub, ready)
+            except Exception:
+                # One bad result (a full disk, a bug) must not stop the others: wait for it
+                # again if it is still unconcluded, else recovery delivers it at the next start.
+                log.exception("result.collect_failed", key=ready.key)
+                current = await self.journal.get(sub.id)
+                if current.state is State.UPLOADED:
+                    self.awaiting[sub.id] = current
+
+    async def _collect(self, sub: Submission, ready: ResultReady) -> None:
+        try:
+            files = await self.poller.fetch(ready)
+        except Exception as error:
+            log.warning("result.fetch_failed", key=ready.key, error=str(error))
+            self.awaiting[sub.id] = sub  # the next poll lists it again
+            return
+        staged = Path(sub.staged_path)
+        latency = round(time.time() - sub.created_at, 3)
+        timings = (files.details or {}).get("timings")
+        if files.error is not None:
+            doc = files.error
+            await asyncio.to_thread(
+                write_atomic, self.staging.companion(staged, ResultKind.ERROR.value),
+                (doc.to_json() + "\n").encode(),
+            )  # fmt: skip
+            reason = {"code": doc.code, "message": doc.message, "request_id": doc.request_id}
+            summary = {"error": reason, "latency_s": latency}
+            self.metrics.failures.labels(stage="function").inc()
+            await self.conclude(
+                sub, State.FAILED, result=summary, error=f"{doc.code}: {doc.message}",
+                event="result.failed",
+            )  # fmt: skip
+            return
+        rows = parse_csv(files.csv_text or "")
+        await asyncio.to_thread(self._write_results, staged, files.csv_text or "",
+                                files.details, files.faces_jpg)  # fmt: skip
+        summary = {
+            "people": [row.name for row in rows],
+            "rows": [[row.name, row.major, row.year] for row in rows],
+            "latency_s": latency,
+            "timings": timings,
+            "result_key": ready.key,
+        }
+        self.metrics.result_latency.observe(latency)
+        await self.conclude(sub, State.DONE, result=summary, event="result.received")
+
+    def _write_results(
+        self, staged: Path, csv_text: str, details: dict[str, Any] | None, faces: bytes | None
+    ) -> None:
+        if details is not None:
+            data = (json.dumps(details, indent=2, ensure_ascii=False) + "\n").encode()
+            write_atomic(self.staging.companion(staged, ResultKind.DETAILS.value), data)
+        if faces is not None:
+            write_atomic(self.staging.companion(staged, ResultKind.FACES.value), faces)
+        # The CSV last, as the function does: its presence means the group is complete.
+        write_atomic(self.staging.companion(staged, ResultKind.CSV.value), csv_text.encode())
+
+    async def check_deadlines(self, now: float) -> None:
+        """Log `result.overdue` once per submission; past the hard deadline, time it out."""
+        for sub in list(self.awaiting.values()):
+            waited = now - (sub.uploaded_at or sub.created_at)
+            if waited >= self.settings.result_deadline_s:
+                self.awaiting.pop(sub.id, None)
+                self.metrics.failures.labels(stage="result").inc()
+                message = f"no result {waited:.0f} s after the upload"
+                await self._write_error(sub, "timed_out", message)
+                await self.conclude(sub, State.TIMED_OUT, error=message, event="result.timed_out")
+            elif waited >= self.settings.result_overdue_s and not sub.overdue:
+                log.warning("result.overdue", submission=sub.id, file=sub.original_name,
+                            key=sub.key, waited_s=round(waited, 1))  # fmt: skip
+                self.awaiting[sub.id] = await self.journal.update(
+                    sub.id, overdue=True, event="result.overdue", detail={"waited_s": waited}
+                )
+
+    # --- conclusions ---
+
+    async def fail(self, sub: Submission, stage: str, code: str, message: str) -> Submission:
+        """Conclude `failed` with an `.error.json` saying why (stage, code, message)."""
+        log.warning("submission.failing", submission=sub.id, stage=stage, code=code, error=message)
+        await self._write_error(sub, code, message)
+        return await self.conclude(
+            sub, State.FAILED, error=f"{code}: {message}",
+            result={"error": {"code": code, "message": message, "stage": stage}},
+        )  # fmt: skip
+
+    async def _write_error(self, sub: Submission, code: str, message: str) -> None:
+        doc = ErrorDoc(code=code, message=message, request_id="", input_key=sub.key)
+        target = self.staging.companion(Path(sub.staged_path), ResultKind.ERROR.value)
+        await asyncio.to_thread(write_atomic, target, (doc.to_json() + "\n").encode())
+
+    async def conclude(
+        self,
+        sub: Submission,
+        state: State,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        event: str | None = None,
+        **fields: Any,
+    ) -> Submission:
+        """Commit the final state (with its destination), then move the group and announce."""
+        folder = self.staging.done if state is State.DONE else self.staging.failed
+        # One at a time: the free name claimed here must still be free when the group moves.
+        async with self._finish_lock:
+            final = await asyncio.to_thread(
+                self.staging.claim_group_name, folder, sub.original_name
+            )
+            sub = await self.journal.transition(
+                sub.id, state, final_path=str(final), result=result, error=error, event=event,
+                **fields,
+            )  # fmt: skip
+            self._crash_point(str(state))
+            return await self.deliver(sub)
+
+    async def deliver(self, sub: Submission) -> Submission:
+        """Move a concluded group out of processing/ and announce it (idempotent)."""
+        assert sub.final_path is not None  # noqa: S101 -- concluded rows have one
+        await asyncio.to_thread(
+            self.staging.move_group, Path(sub.staged_path), Path(sub.final_path)
+        )
+        self._crash_point("moved")
+        self._announce(sub)
+        return await self.journal.update(sub.id, delivered=True)
+
+    def _announce(self, sub: Submission) -> None:
+        result = sub.result or {}
+        fields: dict[str, Any] = {
+            "submission": sub.id, "file": sub.original_name, "path": sub.final_path,
+            "latency_s": result.get("latency_s"),
+        }  # fmt: skip
+        if sub.state is State.DONE:
+            self.metrics.results.labels(outcome="done").inc()
+            log.info(
+                "result.received", **fields, people=result.get("people", []),
+                timings=result.get("timings"), reused_from=result.get("reused_from"),
+            )  # fmt: skip
+        elif sub.state is State.TIMED_OUT:
+            self.metrics.results.labels(outcome="timed_out").inc()
+            log.error("result.timed_out", **fields, error=sub.error)
+        else:
+            self.metrics.results.labels(outcome="failed").inc()
+            log.error("submission.failed", **fields, error=sub.error)
+
+    # --- recovery ---
+
+    async def recover(self) -> list[str]:
+        """Finish what a crash interrupted; returns the ids to (re-)upload, oldest first."""
+        for sub in await self.journal.undelivered():
+            log.info("recovery.delivering", submission=sub.id, state=str(sub.state))
+            await self.deliver(sub)
+        to_upload: list[str] = []
+        for found in await self.journal.in_states(OPEN):
+            if found.state is State.UPLOADED:
+                await self.trigger(found)
+                continue
+            if found.state is State.DISCOVERED:
+                staged = await self._stage(found)
+                if staged.state is not State.DISCOVERED:
+                    continue
+            to_upload.append(found.id)
+        if to_upload or self.awaiting:
+            log.info("recovery.resumed", uploads=len(to_upload), awaiting=len(self.awaiting))
+        return to_upload
+
+
+def make_invoke(
+    lambda_client: Any, settings: WatcherSettings
+) -> Callable[[str, str, int], Any] | None:
+    """The trigger for trigger_mode "invoke" (None for "s3": the bucket notifies)."""
+    if settings.trigger_mode != "invoke":
+        return None
+
+    async def invoke(key: str, etag: str, size: int) -> None:
+        await invoke_function(lambda_client, settings, settings.input_bucket, key, etag, size)
+
+    return invoke

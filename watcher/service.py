@@ -1,0 +1,334 @@
+"""The daemon's lifecycle: `startup()`, `main_loop()`, `shutdown()` and a `should_exit` flag.
+
+The main loop is one `asyncio.TaskGroup`: the intake, `upload_concurrency` upload workers,
+the result poller, housekeeping and the systemd watchdog. SIGTERM/SIGINT stop the intake,
+let in-flight uploads and result deliveries finish for up to `shutdown_grace_s`, then cancel
+the rest; the journal says where each file stands and the next start resumes from there.
+A second SIGINT skips the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+
+from hybrid_common.keys import node_prefix
+from hybrid_common.logs import get_logger
+from watcher.clients import aws_clients
+from watcher.intake import Intake
+from watcher.journal import OPEN, AsyncJournal, State, Submission
+from watcher.metrics import Metrics
+from watcher.notify import Notifier
+from watcher.pipeline import Pipeline, make_invoke
+from watcher.results import ResultPoller, ResultReady
+from watcher.settings import WatcherSettings
+from watcher.staging import Staging
+from watcher.uploader import Uploader
+
+log = get_logger(__name__)
+
+DAY_S = 86_400.0
+HOUSEKEEPING_S = 5.0
+RETENTION_EVERY_S = 3600.0
+# Results are fetched a few at a time so a burst of 1,000 does not open 3,000 GETs at once.
+FETCH_CONCURRENCY = 8
+# Admitted files that may wait for an upload worker before the intake pauses.
+BACKLOG_PER_WORKER = 4
+
+
+class WatcherService:
+    """hybrid-watcher's daemon; `await serve()` runs it until a signal."""
+
+    def __init__(self, settings: WatcherSettings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        # Resolved, so paths the daemon records and the CLI looks up compare equal as strings.
+        self.staging = Staging(settings.staging_root.resolve())
+        self.journal = AsyncJournal(settings.journal_path)
+        self.metrics = Metrics()
+        self.notifier = notifier or Notifier()
+        self.should_exit = False
+        self.force_exit = False
+        self._exit = asyncio.Event()
+        self._force = asyncio.Event()
+        self._stop_intake = asyncio.Event()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()  # waiting for or inside an upload worker
+        self._backlog = asyncio.Condition()
+        self._busy = 0  # upload workers inside a submission
+        self._polling = False
+        self._poll_wake = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._pipeline: Pipeline | None = None
+        self._intake: Intake | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("service not started")
+        return self._pipeline
+
+    # --- lifecycle ---
+
+    async def serve(self) -> None:
+        """startup → main loop → shutdown, with signal handlers installed for the duration."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def handle_exit(self, sig: int) -> None:
+        """First signal: drain and stop. A second SIGINT: stop now."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+            self._force.set()
+            log.warning("shutdown.forced", signal=signal.Signals(sig).name)
+            return
+        self.should_exit = True
+        self._exit.set()
+        log.info("shutdown.requested", signal=signal.Signals(sig).name)
+
+    async def startup(self) -> None:
+        s = self.settings
+        await asyncio.to_thread(self.staging.ensure)
+        if cleared := await asyncio.to_thread(self.staging.clear_temporaries):
+            log.info("recovery.temporaries_removed", files=cleared)
+        await self.journal.open()
+        self._stack.callback(self.metrics.close)
+        clients = await self._stack.enter_async_context(aws_clients(s))
+        uploader = Uploader(clients.s3, s)
+        self._pipeline = Pipeline(
+            s, self.journal, self.staging, self.metrics, uploader,
+            ResultPoller(clients.s3, s), make_invoke(clients.lambda_, s),
+        )  # fmt: skip
+        if s.metrics_port:
+            self.metrics.serve(s.metrics_port, s.metrics_address)
+            log.info("metrics.serving", address=s.metrics_address, port=s.metrics_port)
+        # Recovery first: the intake's start-up scan must not see a file a crash left
+        # recorded but not yet moved out of the inbox.
+        for submission_id in await self.pipeline.recover():
+            self._enqueue(submission_id)
+        keep = {sub.key for sub in await self.journal.in_states([State.UPLOADING])}
+        try:
+            await uploader.abort_orphans(node_prefix(s.key_prefix, s.node_id), keep)
+        except Exception as error:  # a listing failure must not stop the daemon
+            log.warning("upload.orphan_scan_failed", error=str(error))
+        self._intake = Intake(
+            self.staging.inbox, self._admit, settle_s=s.settle_s,
+            rescan_interval_s=s.rescan_interval_s, subfolders=s.watch_subfolders,
+            fast=s.fast_intake,
+        )  # fmt: skip
+        log.info(
+            "service.started", node=s.node_id, staging_root=str(s.staging_root),
+            input_bucket=s.input_bucket, output_bucket=s.output_bucket,
+            trigger_mode=s.trigger_mode, queued=len(self._queued),
+            awaiting=len(self.pipeline.awaiting),
+        )  # fmt: skip
+        self.notifier.ready(self._status_line())
+
+    async def main_loop(self) -> None:
+        assert self._intake is not None  # noqa: S101 -- startup() sets it
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._intake.run(self._stop_intake), name="intake"),
+                group.create_task(self._poll_loop(), name="poller"),
+                group.create_task(self._housekeeping_loop(), name="housekeeping"),
+                group.create_task(self._watchdog_loop(), name="watchdog"),
+            ]
+            tasks += [
+                group.create_task(self._upload_worker(), name=f"upload-{n}")
+                for n in range(self.settings.upload_concurrency)
+            ]
+            group.create_task(self._stop_when_asked(tasks), name="stopper")
+
+    async def shutdown(self) -> None:
+        """Record where each unfinished file stands, then close clients and the journal."""
+        self.notifier.stopping("stopping")
+        with suppress(Exception):
+            open_subs = await self.journal.in_states(OPEN)
+            for sub in open_subs[:50]:
+                log.info("shutdown.unfinished", submission=sub.id, file=sub.original_name,
+                         state=str(sub.state))  # fmt: skip
+            counts = await self.journal.counts()
+            log.info("service.stopped", unfinished=len(open_subs), **counts)
+        await self._stack.aclose()
+        await self.journal.close()
+
+    async def _stop_when_asked(self, tasks: list[asyncio.Task[None]]) -> None:
+        """On the first signal: stop intake, drain up to the grace period, cancel the rest."""
+        await self._exit.wait()
+        self._stop_intake.set()
+        self.notifier.stopping(f"draining {self._busy} upload(s)")
+        grace = self.settings.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        while (self._busy or self._polling) and not self.force_exit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._force.wait(), timeout=min(left, 0.05))
+        if self._busy or self._polling:
+            log.warning("shutdown.cancelling", uploads_in_flight=self._busy,
+                        grace_s=grace, forced=self.force_exit)  # fmt: skip
+        else:
+            log.info("shutdown.drained")
+        for task in tasks:
+            task.cancel()
+
+    # --- intake → upload queue ---
+
+    async def _admit(self, path: Path) -> None:
+        limit = self.settings.upload_concurrency * BACKLOG_PER_WORKER
+        async with self._backlog:
+            await self._backlog.wait_for(lambda: len(self._queued) < limit or self.should_exit)
+        if self.should_exit:
+            return  # left in the inbox for the next start
+        sub = await self.pipeline.admit(path)
+        if sub is not None and sub.state is State.DISCOVERED:
+            self._enqueue(sub.id)
+
+    def _enqueue(self, submission_id: str) -> None:
+        if submission_id not in self._queued:
+            self._queued.add(submission_id)
+            self._queue.put_nowait(submission_id)
+            self.metrics.queue_depth.set(self._queue.qsize())
+
+    async def _upload_worker(self) -> None:
+        while True:
+            submission_id = await self._queue.get()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            if self.should_exit:
+                continue  # still `discovered`/`uploading` in the journal: resumed next start
+            self._busy += 1
+            try:
+                await self.pipeline.upload(submission_id)
+            except Exception:
+                # A bug must not kill the worker; the submission stays open and is retried at
+                # the next start.
+                log.exception("upload.crashed", submission=submission_id)
+            finally:
+                self._busy -= 1
+                self._queued.discard(submission_id)
+                async with self._backlog:
+                    self._backlog.notify_all()
+            self._poll_wake.set()
+
+    # --- results ---
+
+    async def _poll_loop(self) -> None:
+        """List results on a fixed grid of ticks that does not drift with the work done.
+
+        Nothing awaited: no listing at all, the loop sleeps until an upload wakes it. A failed
+        listing (S3 unreachable) doubles the period up to poll_max_interval_s.
+        """
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        period = s.poll_interval_s
+        next_tick = loop.time() + period
+        while not self.should_exit:
+            if not self.pipeline.awaiting:
+                await self._poll_wake.wait()
+                self._poll_wake.clear()
+                period = s.poll_interval_s
+                next_tick = loop.time() + period
+                continue
+            with suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._poll_wake.wait(), timeout=max(0.0, next_tick - loop.time())
+                )
+                self._poll_wake.clear()
+                continue  # an upload finished: keep the grid, re-check what is awaited
+            listed = await self._poll_tick()
+            period = s.poll_interval_s if listed else min(period * 2, s.poll_max_interval_s)
+            next_tick += period
+            now = loop.time()
+            if next_tick <= now:  # the tick overran: skip the missed ticks, keep the grid
+                next_tick += ((now - next_tick) // period + 1) * period
+
+    async def _poll_tick(self) -> bool:
+        """One listing and the results it found; False if the listing failed."""
+        pipeline = self.pipeline
+        self._polling = True
+        try:
+            # The cursor is the oldest awaited submission: Lambda answers concurrently, so a
+            # newer video's result routinely overtakes an older one, and listing only after
+            # the newest result seen would leave the straggler waiting. Results newer than
+            # the straggler are re-listed, a cheap page of keys, but never fetched twice.
+            start = pipeline.listing_start()
+            try:
+                found = await pipeline.poller.poll_once(start)
+            except Exception as error:
+                log.warning("results.poll_failed", error=str(error))
+                await self._check_deadlines()  # deadlines hold without S3 too
+                return False
+            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+            async def collect_one(sub: Submission, ready: ResultReady) -> None:
+                async with limit:
+                    await pipeline.collect(sub, ready)
+
+            async with asyncio.TaskGroup() as group:
+                for ready in found:
+                    if sub := pipeline.match(ready):
+                        group.create_task(collect_one(sub, ready))
+            await self._check_deadlines()
+        finally:
+            self._polling = False
+        return True
+
+    async def _check_deadlines(self) -> None:
+        try:
+            await self.pipeline.check_deadlines(time.time())
+        except Exception:  # logged, retried next tick: a bug here must not stop the daemon
+            log.exception("results.deadline_check_failed")
+
+    # --- housekeeping ---
+
+    async def _housekeeping_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            pipeline = self.pipeline
+            if self._intake is not None:
+                self.metrics.waiting.set(self._intake.waiting)
+            self.metrics.pending_results.set(len(pipeline.awaiting))
+            self.notifier.status(self._status_line())
+            await pipeline.retrigger()
+            if time.monotonic() - last_purge >= RETENTION_EVERY_S:
+                last_purge = time.monotonic()
+                await asyncio.to_thread(self._purge)
+
+    def _purge(self) -> None:
+        s = self.settings
+        for folder, days in (
+            (self.staging.done, s.retention_done_days),
+            (self.staging.failed, s.retention_failed_days),
+            (self.staging.rejected, s.retention_rejected_days),
+        ):
+            removed = self.staging.purge_older_than(folder, days * DAY_S)
+            if removed:
+                log.info("retention.purged", folder=folder.name, files=removed)
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _status_line(self) -> str:
+        waiting = self._intake.waiting if self._intake is not None else 0
+        awaiting = len(self._pipeline.awaiting) if self._pipeline is not None else 0
+        return (
+            f"inbox waiting {waiting}, queued {self._queue.qsize()}, uploading {self._busy}, "
+            f"awaiting results {awaiting}"
+        )

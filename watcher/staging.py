@@ -1,0 +1,186 @@
+"""The staging area: inbox/ → processing/ → done/ | failed/ | rejected/ under one root.
+
+Every move is a rename within one file system, so a file is always wholly in one folder.
+A video and its results travel as a group sharing one stem (`clip.mp4`, `clip.csv`,
+`clip.json`, `clip.faces.jpg`, `clip.error.json`); names are de-duplicated per group, so a
+second `clip.mp4` becomes `clip_2.mp4` with `clip_2.csv` beside it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hybrid_common.keys import ResultKind
+
+# Every suffix a group can hold besides the video's own extension.
+RESULT_SUFFIXES: tuple[str, ...] = tuple(kind.value for kind in ResultKind)
+FOLDERS = ("inbox", "processing", "done", "failed", "rejected")
+REASON_SUFFIX = ".reason.json"
+
+
+def split_stem(name: str) -> tuple[str, str]:
+    """`clip.mp4` → (`clip`, `.mp4`); a name without an extension keeps it empty."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        return name, ""
+    return stem, f".{ext}"
+
+
+def flat_name(relative: str) -> str:
+    """A subfolder path flattened to one file name (`a/b.mp4` → `a__b.mp4`)."""
+    return relative.replace(os.sep, "__")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (the directory entry, not just the file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a hidden temp name, fsync, rename: readers see all of it or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+@dataclass(frozen=True, slots=True)
+class Staging:
+    """The folders under `root`, and the few operations the daemon and the CLI need on them."""
+
+    root: Path
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def processing(self) -> Path:
+        return self.root / "processing"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def rejected(self) -> Path:
+        return self.root / "rejected"
+
+    def ensure(self) -> None:
+        """Create the folders (group-writable inbox is the operator's choice, not ours)."""
+        for name in FOLDERS:
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def processing_path(self, submission_id: str, relative_name: str) -> Path:
+        """Where a taken file waits: the id prefix makes it unique whatever its name."""
+        return self.processing / f"{submission_id}_{flat_name(relative_name)}"
+
+    def companion(self, video: Path, suffix: str) -> Path:
+        """The file beside `video` with the same stem and `suffix` (e.g. `.csv`)."""
+        stem, _ = split_stem(video.name)
+        return video.with_name(stem + suffix)
+
+    def claim_group_name(self, folder: Path, original_name: str) -> Path:
+        """A free video path in `folder` whose whole group (video + results) is unused."""
+        stem, ext = split_stem(flat_name(original_name))
+        with _CLAIM_LOCK:
+            for n in range(1, 100_000):
+                candidate = stem if n == 1 else f"{stem}_{n}"
+                # Any `<candidate>.*` taken (another container's video, an orphan result)
+                # would make the group ambiguous.
+                taken = (folder / candidate).exists() or any(
+                    folder.glob(glob.escape(candidate) + ".*")
+                )
+                if not taken:
+                    return folder / (candidate + ext)
+        raise FileExistsError(f"no free name for {original_name!r} in {folder}")
+
+    def move_group(self, staged_video: Path, final_video: Path) -> list[Path]:
+        """Move a video and whichever result files sit beside it; idempotent after a crash.
+
+        Results move first and the video last, so a video in done/ always has its results.
+        """
+        moved = []
+        for suffix in RESULT_SUFFIXES:
+            src = self.companion(staged_video, suffix)
+            if src.exists():
+                dst = self.companion(final_video, suffix)
+                src.rename(dst)
+                moved.append(dst)
+        if staged_video.exists() or staged_video.is_symlink():
+            staged_video.rename(final_video)
+            moved.append(final_video)
+        fsync_dir(final_video.parent)
+        return moved
+
+    def reject(self, path: Path, reason: str, detail: str = "") -> Path:
+        """Move anything (even a symlink or FIFO: rename never opens it) to rejected/."""
+        relative = os.path.relpath(path, self.inbox)
+        target = self.claim_group_name(self.rejected, relative)
+        path.rename(target)
+        doc = {"file": relative, "reason": reason, "detail": detail, "at": _utc_now()}
+        write_atomic(
+            target.with_name(target.name + REASON_SUFFIX),
+            (json.dumps(doc, indent=2) + "\n").encode(),
+        )
+        return target
+
+    def clear_temporaries(self) -> int:
+        """Remove half-written `.<name>.<pid>.tmp` files a killed process left in processing/."""
+        removed = 0
+        for entry in _walk_files(self.processing):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def purge_older_than(self, folder: Path, max_age_s: float, now: float | None = None) -> int:
+        """Delete files whose last move into `folder` (ctime) is older than `max_age_s`."""
+        if max_age_s <= 0:
+            return 0
+        cutoff = (now or time.time()) - max_age_s
+        removed = 0
+        for entry in _walk_files(folder):
+            try:
+                if entry.stat(follow_symlinks=False).st_ctime < cutoff:
+                    Path(entry.path).unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+_CLAIM_LOCK = threading.Lock()
+
+
+def _walk_files(folder: Path) -> Iterable[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from _walk_files(Path(entry.path))
+                else:
+                    yield entry
+    except FileNotFoundError:
+        return
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,171 @@
+"""Test helpers for the local stack: provision moto, run `serve-local` as a real subprocess.
+
+`ServeLocal` starts the runtime with the stand-in handler (tests/stand_in_handler.py), reads
+its JSON log lines from stdout in a thread, and stops it with a real SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from watcher.provision import Resources, make_clients, provision
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# The command the docker-compose `lambda` service runs (without the console script, which
+# the function image does not install).
+SERVE_LOCAL = [sys.executable, "-m", "lambda_fn", "serve-local"]
+
+Event = dict[str, Any]
+
+
+def provision_stack(endpoint: str, name: str, function_timeout_s: int) -> Resources:
+    """Buckets `<name>-in`/`<name>-out`, table, queue `<name>-q` (+ DLQ) on moto's server."""
+    return provision(
+        make_clients(endpoint, "us-east-1"),
+        Resources(
+            endpoint_url=endpoint,
+            region="us-east-1",
+            input_bucket=f"{name}-in",
+            output_bucket=f"{name}-out",
+            table=f"{name}-table",
+            queue=f"{name}-q",
+        ),
+        function_timeout_s=function_timeout_s,
+    )
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+class ServeLocal:
+    """`python -m lambda_fn serve-local` with the stand-in handler, and its log events."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        state_dir: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_")}
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]),
+                "HYBRID_ENDPOINT_URL": resources.endpoint_url or "",
+                "HYBRID_REGION": resources.region,
+                "HYBRID_QUEUE": resources.queue,
+                "HYBRID_OUTPUT_BUCKET": resources.output_bucket,
+                "HYBRID_HANDLER": "stand_in_handler.handler",
+                "HYBRID_LOG_FORMAT": "json",
+                "HYBRID_POLL_WAIT_S": "1",
+                "HYBRID_INVOKE_PORT": "0",
+                "HYBRID_SHUTDOWN_GRACE_S": "5",
+                "STAND_IN_STATE": str(state_dir),
+                **(extra_env or {}),
+            }
+        )
+        self.events: list[Event] = []
+        self.other_lines: list[str] = []
+        self._cond = threading.Condition()
+        self.process = subprocess.Popen(
+            [*SERVE_LOCAL, *(args or [])],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready = self.wait_for(lambda e: e["event"] == "serve_local.ready", 30)
+        self.invoke_url: str = self.ready["invoke_url"]
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            with self._cond:
+                if isinstance(event, dict) and "event" in event:
+                    self.events.append(event)
+                else:
+                    self.other_lines.append(line.rstrip())
+                self._cond.notify_all()
+
+    def named(self, name: str) -> list[Event]:
+        with self._cond:
+            return [e for e in self.events if e["event"] == name]
+
+    def wait_for(self, predicate: Callable[[Event], bool], timeout_s: float) -> Event:
+        """The first event matching `predicate`, waiting up to `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.process.poll() is not None:
+                    tail = "\n".join(json.dumps(e) for e in self.events[-15:])
+                    raise AssertionError(
+                        f"no matching event within {timeout_s} s "
+                        f"(exit {self.process.poll()}); last events:\n{tail}\n"
+                        + "\n".join(self.other_lines[-20:])
+                    )
+                self._cond.wait(min(remaining, 0.5))
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # the runtime dumps its threads' stacks
+            time.sleep(1)
+            self.process.kill()
+            self.process.wait()
+            self._reader.join(5)
+            raise AssertionError(
+                f"serve-local did not stop within {timeout_s} s after SIGTERM:\n"
+                + "\n".join(json.dumps(e) for e in self.events[-10:])
+                + "\n"
+                + "\n".join(self.other_lines[-60:])
+            ) from None
+        self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+
+def invocation_log(state_dir: Path) -> list[tuple[str, str]]:
+    """(key, what) lines the stand-in handler wrote."""
+    path = state_dir / "invocations.log"
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(line.split(" ")[0], line.split(" ")[2]) for line in lines if line.strip()]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)

@@ -20,7 +20,7 @@ BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
 
 class RecognitionOptions(BaseSettings):
-    """How frames are sampled and faces matched; shared by the handler and `hybrid-lambda process`."""
+    """How frames are sampled and faces matched: for the handler and `hybrid-lambda process`."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -38,8 +38,37 @@ class RecognitionOptions(BaseSettings):
     )
     max_duration_s: float = Field(default=900.0, gt=0, description="Longer videos are refused.")
     max_frames: int = Field(default=2000, gt=0, description="At most this many sampled frames.")
+    max_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A video still being processed after this long fails with 'too_slow' "
+        "(an error.json, rather than the function timing out with no output).",
+    )
     workers: int = Field(
-        default=0, ge=0, description="Processes used for one video; 0 means one per CPU core."
+        default=0,
+        ge=0,
+        description="Processes of lambda_fn.pool.RecognitionPool: videos are spread over them "
+        "and a long video ('all' mode) is split in time segments; 0 means one per CPU core.",
+    )
+    find_small_faces: bool = Field(
+        default=True,
+        description="When the quick passes find no face in a frame, search it again at full "
+        "resolution with upsampling (finds faces down to ~40 px, as the classic code does; "
+        "up to ~1 s per 1080p frame with no face in it).",
+    )
+    rescan_every: int = Field(
+        default=5,
+        ge=0,
+        description="Every Nth sample is also searched for small faces when large ones were "
+        "found, so a far person beside a near one is not missed for long (0: never).",
+    )
+    track_faces: bool = Field(
+        default=True,
+        description="Do not re-encode a face that overlaps and looks like one of the previous "
+        "sample (the encoding is the costliest step).",
+    )
+    decode_threads: int = Field(
+        default=0, ge=0, description="FFmpeg decoding threads per video; 0 means automatic."
     )
 
 
@@ -62,3 +91,14 @@ class FunctionSettings(BaseSettings):
     tmp_dir: Path = Path("/tmp")  # noqa: S108 - Lambda's only writable folder
     contact_sheet: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    students_cache_ttl_s: float = Field(
+        default=300.0, ge=0, description="How long a warm container reuses a student lookup."
+    )
+    deadline_margin_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="SQS batches: records not started with less time left are handed back.",
+    )
+    function_version: str = Field(
+        default="", description="Build version reported in results (set by the image build)."
+    )

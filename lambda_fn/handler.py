@@ -1,0 +1,352 @@
+"""The Lambda entry point: S3 (or SQS-wrapped S3) events in, result files in the output bucket.
+
+A thin shell around the recognition core. Per record: HEAD the object (refuse it above
+max_input_bytes), stream it to a private file in tmp_dir, recognise, look the people up,
+write the outputs, and always remove the file. Failure policy:
+- a video that cannot be processed gets `<stem>.error.json` and counts as handled — a retry
+  would fail the same way;
+- an infrastructure error (S3 or DynamoDB unreachable, throttled, denied) raises for plain S3
+  events, so Lambda retries the invocation, and marks only that message as failed in an SQS
+  batch (`batchItemFailures`), so SQS redelivers it alone;
+- an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue.
+Settings, AWS clients, dlib's models and the known faces are loaded once per container.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+import structlog
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from hybrid_common.keys import split_result_key
+from hybrid_common.logs import configure_logging, get_logger
+from hybrid_common.results import ErrorDoc, InputDetails
+from lambda_fn.contact_sheet import render_contact_sheet
+from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
+from lambda_fn.events import (
+    EventFormatError,
+    S3Event,
+    S3ObjectRef,
+    Source,
+    SQSEvent,
+    source_of,
+)
+from lambda_fn.faces import models
+from lambda_fn.known_faces import KnownFaces
+from lambda_fn.outputs import ResultWriter, build_details, settings_used
+from lambda_fn.recognition import VideoError, recognise
+from lambda_fn.settings import FunctionSettings, RecognitionOptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
+
+log = get_logger(__name__)
+
+TMP_PREFIX = "hybrid-input-"
+SAFE_SUFFIX = re.compile(r"\.[a-z0-9]{1,10}")
+CHUNK_BYTES = 1 << 20
+# Errors a retry may cure; anything else raised while recognising is the video's fault.
+INFRASTRUCTURE_ERRORS = (ClientError, BotoCoreError, DirectoryUnavailable)
+
+
+class LambdaContext(Protocol):
+    """The parts of Lambda's context object the handler reads."""
+
+    aws_request_id: str
+    function_version: str
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class InputRefused(Exception):
+    """The object is not processed (too large, gone); like VideoError, it gets an error.json."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one object: `ok` (CSV written), `error` (error.json) or `skipped`."""
+
+    key: str
+    status: str
+    result_key: str = ""
+    code: str = ""
+
+
+def code_version() -> str:
+    """The build's version: set by the image build, else the installed package's."""
+    try:
+        return metadata.version("hybridsphere")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_clients(settings: FunctionSettings) -> tuple[S3Client, DynamoDBClient]:
+    """Clients with short connect timeouts and standard retries (throttling, 5xx)."""
+    config = Config(
+        region_name=settings.region,
+        retries={"mode": "standard", "max_attempts": 4},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    session = boto3.session.Session()
+    s3 = session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+    dynamodb = session.client("dynamodb", endpoint_url=settings.endpoint_url, config=config)
+    return s3, dynamodb
+
+
+def load_known_faces(location: str, s3: S3Client) -> KnownFaces:
+    """The known-faces file from a path in the image or from `s3://bucket/key`."""
+    if location.startswith("s3://"):
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        with body:
+            data = body.read()
+        return KnownFaces.from_bytes(data, origin=location)
+    return KnownFaces.load(Path(location))
+
+
+class Runtime:
+    """What a warm container keeps between invocations, and the per-record work."""
+
+    def __init__(
+        self,
+        settings: FunctionSettings,
+        options: RecognitionOptions,
+        *,
+        clients: tuple[S3Client, DynamoDBClient] | None = None,
+    ) -> None:
+        started = time.perf_counter()
+        self.settings = settings
+        self.options = options
+        self.s3, dynamodb = clients or make_clients(settings)
+        models()  # dlib's models, in the init phase rather than the first invocation
+        self.known = load_known_faces(settings.known_faces, self.s3)
+        self.directory = StudentDirectory(
+            dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
+        )
+        self.writer = ResultWriter(self.s3, settings.output_bucket)
+        self.version = settings.function_version or code_version()
+        settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        # A timed-out invocation's process is killed and the environment re-initialised with
+        # /tmp kept: its input file is swept here, when no other invocation can be running.
+        self.sweep_tmp()
+        log.info(
+            "runtime.ready",
+            known_faces=len(self.known),
+            output_bucket=settings.output_bucket,
+            table=settings.table,
+            version=self.version,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    # -- invocation ----------------------------------------------------------------------------
+
+    def handle(self, event: Any, context: LambdaContext) -> dict[str, Any]:
+        """One invocation: dispatch on the event's kind."""
+        request_id = getattr(context, "aws_request_id", "") or ""
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            try:
+                source = source_of(event)
+            except EventFormatError as error:
+                log.error("event.unsupported", reason=str(error))
+                raise
+            if source is Source.TEST:
+                log.info("event.test_ignored")
+                return {"ignored": "s3:TestEvent"}
+            if source is Source.SQS:
+                return self._handle_sqs(event, context)
+            outcomes = [self.process(ref, context) for ref in S3Event(event).objects]
+            return {"results": [outcome_dict(o) for o in outcomes]}
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _handle_sqs(self, event: Any, context: LambdaContext) -> dict[str, Any]:
+        failures: list[str] = []
+        for record in SQSEvent(event).records:
+            message_id = record.message_id
+            remaining_s = context.get_remaining_time_in_millis() / 1000
+            if remaining_s < self.settings.deadline_margin_s:
+                # Not started: hand it back for redelivery rather than be cut off mid-video.
+                log.warning("message.deferred", message_id=message_id, remaining_s=remaining_s)
+                failures.append(message_id)
+                continue
+            if record.is_test_event:
+                log.info("event.test_ignored", message_id=message_id)
+                continue
+            try:
+                for ref in record.s3_event.objects:
+                    self.process(ref, context)
+            except EventFormatError as error:
+                log.error("message.unsupported", message_id=message_id, reason=str(error))
+                failures.append(message_id)
+            except INFRASTRUCTURE_ERRORS as error:
+                log.error("message.failed", message_id=message_id, error=repr(error))
+                failures.append(message_id)
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+
+    # -- one object ----------------------------------------------------------------------------
+
+    def process(self, ref: S3ObjectRef, context: LambdaContext) -> Outcome:
+        """Recognise one object and write its result; infrastructure errors propagate."""
+        with structlog.contextvars.bound_contextvars(key=ref.key, bucket=ref.bucket):
+            if not ref.is_object_created:
+                log.info("object.ignored", event_name=ref.event_name)
+                return Outcome(ref.key, "skipped")
+            if ref.bucket == self.settings.output_bucket and split_result_key(ref.key):
+                # Input and output bucket mixed up: answering our own results would loop.
+                log.warning("object.ignored", reason="a result file in the output bucket")
+                return Outcome(ref.key, "skipped")
+            request_id = getattr(context, "aws_request_id", "") or ""
+            try:
+                return self._process(ref, request_id, getattr(context, "function_version", ""))
+            except (VideoError, InputRefused) as error:
+                return self._fail(ref, error.code, error.message, request_id)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as error:
+                # Unexpected, yet raised while handling this video: answer with an error rather
+                # than have Lambda retry a video that will fail the same way.
+                log.exception("video.crashed")
+                return self._fail(ref, "internal_error", repr(error), request_id)
+
+    def _process(self, ref: S3ObjectRef, request_id: str, lambda_version: str) -> Outcome:
+        started = time.perf_counter()
+        head = self._head(ref)
+        size, etag = head["ContentLength"], head.get("ETag", "")
+        if size > self.settings.max_input_bytes:
+            raise InputRefused(
+                "input_too_large",
+                f"{size} bytes is over the limit of {self.settings.max_input_bytes}",
+            )
+        timings: dict[str, float] = {}
+        path = self._download(ref, etag, size)
+        try:
+            timings["download"] = time.perf_counter() - started
+            recognition = recognise(path, self.known, self.options)
+        finally:
+            path.unlink(missing_ok=True)
+        timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})
+        mark = time.perf_counter()
+        students = self.directory.lookup(recognition.names)
+        timings["lookup"] = time.perf_counter() - mark
+        sheet = render_contact_sheet(recognition) if self.settings.contact_sheet else None
+        version = f"{self.version} ({lambda_version})" if lambda_version else self.version
+        details = build_details(
+            recognition,
+            students,
+            input_ref=InputDetails(ref.key, etag, size),
+            timings={**timings, "total": time.perf_counter() - started},
+            settings=settings_used(
+                self.options,
+                contact_sheet=self.settings.contact_sheet,
+                max_input_bytes=self.settings.max_input_bytes,
+            ),
+            function_version=version,
+            request_id=request_id,
+        )
+        csv_key = self.writer.write_success(details, sheet)
+        log.info(
+            "video.processed",
+            people=recognition.names,
+            unknown_faces=recognition.unknown_faces,
+            frames_sampled=recognition.frames_sampled,
+            bytes=size,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return Outcome(ref.key, "ok", csv_key)
+
+    def _head(self, ref: S3ObjectRef) -> Mapping[str, Any]:
+        try:
+            return self.s3.head_object(Bucket=ref.bucket, Key=ref.key)
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 and self._bucket_exists(ref.bucket):
+                raise InputRefused("input_missing", "the object no longer exists") from error
+            raise
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except ClientError:
+            return False
+        return True
+
+    def _download(self, ref: S3ObjectRef, etag: str, size: int) -> Path:
+        """Stream the object to a new private file; IfMatch pins the version HEAD saw."""
+        # The extension is kept for people reading logs; FFmpeg probes the content anyway.
+        suffix = Path(ref.key).suffix.lower()
+        suffix = suffix if SAFE_SUFFIX.fullmatch(suffix) else ""
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=self.settings.tmp_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                kwargs: dict[str, Any] = {"IfMatch": etag} if etag else {}
+                body = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **kwargs)["Body"]
+                with body:
+                    for chunk in body.iter_chunks(CHUNK_BYTES):
+                        out.write(chunk)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            if error.errno == errno.ENOSPC:
+                raise InputRefused(
+                    "input_too_large", f"{size} bytes do not fit in {self.settings.tmp_dir}"
+                ) from error
+            raise
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def _fail(self, ref: S3ObjectRef, code: str, message: str, request_id: str) -> Outcome:
+        error_key = self.writer.write_failure(ErrorDoc(code, message, request_id, ref.key))
+        return Outcome(ref.key, "error", error_key, code)
+
+    def sweep_tmp(self) -> None:
+        """Remove input files an earlier, killed invocation left in tmp_dir."""
+        for stale in self.settings.tmp_dir.glob(f"{TMP_PREFIX}*"):
+            stale.unlink(missing_ok=True)
+
+
+def outcome_dict(outcome: Outcome) -> dict[str, str]:
+    """The outcome as the invocation's JSON response, empty fields left out."""
+    return {k: v for k, v in dataclasses.asdict(outcome).items() if v}
+
+
+@functools.cache
+def get_runtime() -> Runtime:
+    """The container's runtime, built on first use from the environment (HYBRID_*)."""
+    settings = FunctionSettings()
+    configure_logging(settings.log_level, json=True)
+    return Runtime(settings, RecognitionOptions())
+
+
+def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
+    """Lambda's entry point (`lambda_fn.handler.handler`)."""
+    return get_runtime().handle(event, context)
+
+
+if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
+    # Inside Lambda (or the image test): load everything during the init phase, so a bad
+    # configuration fails the init with a clear message and no invocation pays for loading.
+    get_runtime()

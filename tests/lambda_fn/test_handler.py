@@ -1,0 +1,449 @@
+"""The handler end to end: real clips, moto's S3 and DynamoDB over HTTP, real recognition."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import av
+import boto3
+import numpy as np
+import pytest
+import structlog
+from PIL import Image
+
+from hybrid_common.keys import ResultKind, result_key
+from hybrid_common.results import ErrorDoc, ResultDetails
+from lambda_fn import handler as handler_module
+from lambda_fn.handler import Runtime
+from lambda_fn.known_faces import KnownFaces
+from lambda_fn.safe_pickle import load_course_encodings
+from lambda_fn.settings import FunctionSettings, RecognitionOptions
+
+# Who is in each course clip (shared/README.md); majors and years come from the table.
+COURSE = {
+    "test_0.mp4": "president_trump",
+    "test_1.mp4": "president_biden",
+    "test_2.mp4": "mr_bean",
+    "test_4.mp4": "johnny_dep",
+    "test_5.mp4": "vin_diesel",
+    "test_6.mp4": "floki",
+    "test_7.mp4": "morgan_freeman",
+    "test_8.mp4": "president_obama",
+}
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}
+
+
+@dataclass
+class Context:
+    """Lambda's context object, as much of it as the handler reads."""
+
+    aws_request_id: str = "req-test"
+    function_version: str = "$LATEST"
+    remaining_ms: int = 900_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Cloud:
+    endpoint: str
+    s3: Any
+    dynamodb: Any
+    inputs: str
+    outputs: str
+    table: str
+    known_faces: str
+    students: dict[str, dict[str, Any]]
+
+    def settings(self, tmp_dir: Path, **overrides: Any) -> FunctionSettings:
+        values: dict[str, Any] = {
+            "endpoint_url": self.endpoint,
+            "output_bucket": self.outputs,
+            "table": self.table,
+            "known_faces": self.known_faces,
+            "tmp_dir": tmp_dir,
+            **overrides,
+        }
+        return FunctionSettings(**values)
+
+    def runtime(self, tmp_dir: Path, **overrides: Any) -> Runtime:
+        return Runtime(
+            self.settings(tmp_dir, **overrides),
+            RecognitionOptions(),
+            clients=(self.s3, self.dynamodb),
+        )
+
+    def put(self, key: str, body: bytes) -> dict[str, Any]:
+        """Upload and return the S3 event that announces it (key URL-encoded as S3 does)."""
+        self.s3.put_object(Bucket=self.inputs, Key=key, Body=body)
+        return s3_event(self.inputs, key, len(body))
+
+    def read(self, key: str, kind: ResultKind) -> str | None:
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.outputs, Key=result_key(key, kind))[
+                "Body"
+            ].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        return body.decode()
+
+    def expected_row(self, name: str) -> str:
+        student = self.students[name]
+        return f"{name},{student['major']},{student['year']}\n"
+
+
+def s3_event(bucket: str, key: str, size: int = 0) -> dict[str, Any]:
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": bucket},
+            "object": {"key": quote_plus(key, safe="/"), "size": size},
+        },
+    }
+    return {"Records": [record]}
+
+
+def sqs_event(*bodies: Any) -> tuple[dict[str, Any], list[str]]:
+    ids = [str(uuid.uuid4()) for _ in bodies]
+    records = [
+        {
+            "messageId": message_id,
+            "eventSource": "aws:sqs",
+            "body": body if isinstance(body, str) else json.dumps(body),
+        }
+        for message_id, body in zip(ids, bodies, strict=True)
+    ]
+    return {"Records": records}, ids
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """An H.264 MP4 from RGB frames, with PyAV (even sizes, as yuv420p needs)."""
+    height, width = (d - d % 2 for d in frames[0].shape[:2])
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image[:height, :width]), format="rgb24"
+            )
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cloud(moto_endpoint: str, shared_data: Path) -> Cloud:
+    """Buckets, the students table and the known faces, once for the module."""
+    suffix = uuid.uuid4().hex[:10]
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", **CREDENTIALS)
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1", **CREDENTIALS
+    )
+    inputs, outputs, table = f"in-{suffix}", f"out-{suffix}", f"students-{suffix}"
+    s3.create_bucket(Bucket=inputs)
+    s3.create_bucket(Bucket=outputs)
+    dynamodb.create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    data = shared_data / "cse546"
+    students = {s["name"]: s for s in json.loads((data / "student_data.json").read_text())}
+    for s in students.values():
+        dynamodb.put_item(
+            TableName=table,
+            Item={k: {"N" if k == "id" else "S": str(v)} for k, v in s.items()},
+        )
+    known = KnownFaces.from_lists(*load_course_encodings(data / "encoding"))
+    s3.put_object(Bucket=inputs, Key="config/known_faces.json", Body=known.to_bytes())
+    return Cloud(
+        moto_endpoint,
+        s3,
+        dynamodb,
+        inputs,
+        outputs,
+        table,
+        f"s3://{inputs}/config/known_faces.json",
+        students,
+    )
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("lambda-tmp")
+
+
+@pytest.fixture(scope="module")
+def runtime(cloud: Cloud, tmp_dir: Path) -> Runtime:
+    return cloud.runtime(tmp_dir)
+
+
+@pytest.fixture(scope="module")
+def course_run(
+    cloud: Cloud, runtime: Runtime, shared_data: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """All eight course clips in one multi-record S3 event, run once for the module."""
+    keys = {}
+    records = []
+    for clip in COURSE:
+        key = f"videos/vm-1/s-course/{clip}"
+        keys[clip] = key
+        records += cloud.put(key, (shared_data / "cse546" / "test_case_1" / clip).read_bytes())[
+            "Records"
+        ]
+    response = runtime.handle({"Records": records}, Context())
+    return response, keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", list(COURSE))
+def test_course_clip_gives_the_right_person_with_the_tables_data(
+    clip: str, cloud: Cloud, course_run: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    response, keys = course_run
+    key = keys[clip]
+    assert {"key": key, "status": "ok", "result_key": result_key(key, ResultKind.CSV)} in (
+        response["results"]
+    )
+    # mr_bean's year is `freshmen` in the table (the course mapping says `freshman`).
+    assert cloud.read(key, ResultKind.CSV) == cloud.expected_row(COURSE[clip])
+    details = ResultDetails.from_json(cloud.read(key, ResultKind.DETAILS) or "")
+    assert [p.name for p in details.people] == [COURSE[clip]]
+    assert details.input.key == key
+    assert (
+        details.input.size == (cloud.s3.head_object(Bucket=cloud.inputs, Key=key))["ContentLength"]
+    )
+    assert details.video.codec == "h264"
+    assert details.frames_sampled >= 1
+    assert 0 < details.people[0].distance <= 0.6
+    assert details.request_id == "req-test"
+    assert "$LATEST" in details.function_version
+    assert cloud.read(key, ResultKind.ERROR) is None
+    jpeg = cloud.s3.get_object(Bucket=cloud.outputs, Key=result_key(key, ResultKind.FACES))
+    assert jpeg["Body"].read()[:2] == b"\xff\xd8"
+
+
+@pytest.mark.slow
+def test_two_people_in_one_frame_are_both_reported(
+    cloud: Cloud, runtime: Runtime, shared_data: Path, tmp_path: Path
+) -> None:
+    image = np.asarray(Image.open(shared_data / "faces" / "probes" / "two_people.jpg"))
+    clip = write_clip(tmp_path / "two.mp4", [image[..., :3]] * 10, fps=5)
+    key = "videos/vm-1/s-two/two people.mp4"
+    runtime.handle(cloud.put(key, clip.read_bytes()), Context())
+    rows = (cloud.read(key, ResultKind.CSV) or "").splitlines(keepends=True)
+    assert sorted(rows) == sorted(
+        [cloud.expected_row("president_biden"), cloud.expected_row("president_obama")]
+    )
+
+
+@pytest.mark.slow
+def test_video_with_no_face_gives_an_empty_csv(
+    cloud: Cloud, runtime: Runtime, tmp_path: Path
+) -> None:
+    gradient = np.linspace(0, 255, 320 * 240 * 3).reshape(240, 320, 3).astype(np.uint8)
+    clip = write_clip(tmp_path / "empty.mp4", [np.roll(gradient, i, axis=1) for i in range(20)])
+    key = "videos/vm-1/s-empty/landscape.mp4"
+    response = runtime.handle(cloud.put(key, clip.read_bytes()), Context())
+    assert response["results"][0]["status"] == "ok"
+    assert cloud.read(key, ResultKind.CSV) == ""
+    details = ResultDetails.from_json(cloud.read(key, ResultKind.DETAILS) or "")
+    assert details.people == []
+    assert details.frames_sampled == 2
+    assert cloud.read(key, ResultKind.FACES) is None
+
+
+def test_text_file_named_mp4_gives_an_error_quickly(cloud: Cloud, runtime: Runtime) -> None:
+    key = "videos/vm-1/s-text/notes.mp4"
+    started = time.perf_counter()
+    response = runtime.handle(cloud.put(key, b"not a video at all\n" * 50), Context("req-42"))
+    assert time.perf_counter() - started < 2.0
+    assert response["results"][0]["status"] == "error"
+    error = ErrorDoc.from_json(cloud.read(key, ResultKind.ERROR) or "")
+    assert error.code == "not_a_video"
+    assert error.request_id == "req-42"
+    assert error.input_key == key
+    assert cloud.read(key, ResultKind.CSV) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_truncated_video_gives_a_result_or_an_error(
+    cloud: Cloud, runtime: Runtime, shared_data: Path, fraction: float
+) -> None:
+    whole = (shared_data / "cse546" / "test_case_1" / "test_1.mp4").read_bytes()
+    key = f"videos/vm-1/s-cut/test_1-{int(fraction * 100)}.mp4"
+    started = time.perf_counter()
+    response = runtime.handle(cloud.put(key, whole[: int(len(whole) * fraction)]), Context())
+    assert time.perf_counter() - started < 60
+    status = response["results"][0]["status"]
+    csv, error = cloud.read(key, ResultKind.CSV), cloud.read(key, ResultKind.ERROR)
+    if status == "ok":
+        assert csv is not None and error is None
+    else:
+        assert status == "error" and csv is None and error is not None
+
+
+@pytest.mark.slow
+def test_key_with_spaces_unicode_and_plus(
+    cloud: Cloud, runtime: Runtime, shared_data: Path
+) -> None:
+    key = "videos/vm 1/s-ünï/my clip+1 (été) 😀.mp4"
+    event = cloud.put(key, (shared_data / "cse546" / "test_case_1" / "test_7.mp4").read_bytes())
+    assert "+" in event["Records"][0]["s3"]["object"]["key"]  # the space, as S3 sends it
+    runtime.handle(event, Context())
+    assert cloud.read(key, ResultKind.CSV) == cloud.expected_row("morgan_freeman")
+
+
+@pytest.mark.slow
+def test_sqs_batch_fails_only_the_bad_messages(
+    cloud: Cloud, runtime: Runtime, shared_data: Path
+) -> None:
+    good = "videos/vm-1/s-sqs/test_8.mp4"
+    text = "videos/vm-1/s-sqs/text.mp4"
+    good_event = cloud.put(
+        good, (shared_data / "cse546" / "test_case_1" / "test_8.mp4").read_bytes()
+    )
+    text_event = cloud.put(text, b"plain text")
+    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": cloud.inputs}
+    gone_bucket = s3_event("no-such-bucket-here", "videos/x.mp4")
+    event, ids = sqs_event(test_event, good_event, "{not json", text_event, gone_bucket)
+    response = runtime.handle(event, Context())
+    # Not an S3 event: to the dead-letter queue. Unreadable bucket: retry. A text file got
+    # its error.json and is done (a retry would fail the same way).
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": ids[2]}, {"itemIdentifier": ids[4]}]
+    }
+    assert cloud.read(good, ResultKind.CSV) == cloud.expected_row("president_obama")
+    assert cloud.read(text, ResultKind.ERROR) is not None
+
+
+def test_sqs_messages_are_handed_back_when_time_runs_short(cloud: Cloud, runtime: Runtime) -> None:
+    event, ids = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-late/a.mp4"))
+    response = runtime.handle(event, Context(remaining_ms=5_000))
+    assert response == {"batchItemFailures": [{"itemIdentifier": ids[0]}]}
+    assert cloud.read("videos/vm-1/s-late/a.mp4", ResultKind.ERROR) is None
+
+
+def test_test_event_is_ignored(cloud: Cloud, runtime: Runtime) -> None:
+    event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": cloud.inputs}
+    assert runtime.handle(event, Context()) == {"ignored": "s3:TestEvent"}
+
+
+def test_unsupported_event_raises(runtime: Runtime) -> None:
+    with pytest.raises(ValueError, match="Records"):
+        runtime.handle({"hello": "world"}, Context())
+
+
+def test_object_over_the_size_limit_is_refused_before_download(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    runtime = cloud.runtime(tmp_path, max_input_bytes=100)
+    key = "videos/vm-1/s-big/big.mp4"
+    response = runtime.handle(cloud.put(key, b"x" * 101), Context())
+    assert response["results"][0] == {
+        "key": key,
+        "status": "error",
+        "result_key": result_key(key, ResultKind.ERROR),
+        "code": "input_too_large",
+    }
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deleted_object_gets_an_error(cloud: Cloud, runtime: Runtime) -> None:
+    key = "videos/vm-1/s-gone/gone.mp4"
+    response = runtime.handle(s3_event(cloud.inputs, key), Context())
+    assert response["results"][0]["code"] == "input_missing"
+
+
+def test_infrastructure_errors_raise_so_lambda_retries(
+    cloud: Cloud, shared_data: Path, tmp_path: Path
+) -> None:
+    runtime = cloud.runtime(tmp_path, table="no-such-table")
+    key = "videos/vm-1/s-infra/test_7.mp4"
+    event = cloud.put(key, (shared_data / "cse546" / "test_case_1" / "test_7.mp4").read_bytes())
+    with pytest.raises(cloud.dynamodb.exceptions.ResourceNotFoundException):
+        runtime.handle(event, Context())
+    assert cloud.read(key, ResultKind.CSV) is None
+    assert cloud.read(key, ResultKind.ERROR) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_removals_duplicates_and_own_results_are_skipped(cloud: Cloud, runtime: Runtime) -> None:
+    removed = s3_event(cloud.inputs, "videos/vm-1/s-x/old.mp4")["Records"][0]
+    removed["eventName"] = "ObjectRemoved:Delete"
+    own = s3_event(cloud.outputs, "videos/vm-1/s-x/clip.csv")["Records"][0]
+    response = runtime.handle({"Records": [removed, own]}, Context())
+    assert [r["status"] for r in response["results"]] == ["skipped", "skipped"]
+
+
+def test_tmp_is_left_empty_and_stale_inputs_are_swept(
+    cloud: Cloud, runtime: Runtime, tmp_dir: Path, course_run: Any
+) -> None:
+    # Every earlier test of this module used `tmp_dir` through the shared runtime.
+    assert [p.name for p in tmp_dir.iterdir()] == []
+    # A timed-out invocation is killed and leaves its input; the next init removes it.
+    (tmp_dir / "hybrid-input-killed.mp4").write_bytes(b"left by a timed-out invocation")
+    (tmp_dir / "someone-elses.txt").write_bytes(b"not ours")
+    cloud.runtime(tmp_dir)
+    assert [p.name for p in tmp_dir.iterdir()] == ["someone-elses.txt"]
+    (tmp_dir / "someone-elses.txt").unlink()
+
+
+@pytest.fixture
+def fresh_entry_point() -> Iterator[None]:
+    """A cold container for the entry point; logging as the rest of the session expects it."""
+    handler_module.get_runtime.cache_clear()
+    root_handlers = list(logging.getLogger().handlers)
+    yield
+    handler_module.get_runtime.cache_clear()
+    structlog.reset_defaults()
+    logging.getLogger().handlers[:] = root_handlers
+
+
+def test_entry_point_builds_the_runtime_once_and_reuses_it_warm(
+    cloud: Cloud,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_entry_point: None,
+) -> None:
+    known_key = "config/known_faces-warm.json"
+    known = KnownFaces.from_lists(*load_course_encodings(shared_data / "cse546" / "encoding"))
+    cloud.s3.put_object(Bucket=cloud.inputs, Key=known_key, Body=known.to_bytes())
+    for name, value in {
+        "HYBRID_ENDPOINT_URL": cloud.endpoint,
+        "HYBRID_OUTPUT_BUCKET": cloud.outputs,
+        "HYBRID_TABLE": cloud.table,
+        "HYBRID_KNOWN_FACES": f"s3://{cloud.inputs}/{known_key}",
+        "HYBRID_TMP_DIR": str(tmp_path),
+        "HYBRID_CONTACT_SHEET": "false",
+    }.items():
+        monkeypatch.setenv(name, value)
+    first = cloud.put("videos/vm-1/s-warm/a.mp4", b"not a video")
+    assert handler_module.handler(first, Context())["results"][0]["status"] == "error"
+    runtime = handler_module.get_runtime()
+    # Warm: the known faces are not read again, so removing them changes nothing.
+    cloud.s3.delete_object(Bucket=cloud.inputs, Key=known_key)
+    key = "videos/vm-1/s-warm/test_7.mp4"
+    second = cloud.put(key, (shared_data / "cse546" / "test_case_1" / "test_7.mp4").read_bytes())
+    assert handler_module.handler(second, Context())["results"][0]["status"] == "ok"
+    assert handler_module.get_runtime() is runtime
+    assert cloud.read(key, ResultKind.CSV) == cloud.expected_row("morgan_freeman")
+    assert cloud.read(key, ResultKind.FACES) is None  # HYBRID_CONTACT_SHEET=false

@@ -1,0 +1,175 @@
+"""Result files in moto's S3: names, contents, and the CSV written last."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+
+from hybrid_common.results import ErrorDoc, InputDetails, PersonRow, ResultDetails, parse_csv
+from lambda_fn.directory import Student
+from lambda_fn.outputs import ResultWriter, build_details, settings_used
+from lambda_fn.recognition import PersonSeen, Recognition, VideoInfo
+from lambda_fn.settings import RecognitionOptions
+
+INPUT_KEY = "videos/vm-1/s-0001/my clip+1 été.mp4"
+
+
+@pytest.fixture
+def s3(moto_endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3: Any, unique_name: str) -> str:
+    s3.create_bucket(Bucket=unique_name)
+    return unique_name
+
+
+def recognition(people: list[str]) -> Recognition:
+    seen = [
+        PersonSeen(
+            name,
+            first_seen_s=i * 1.0,
+            last_seen_s=i + 0.5,
+            frames=2,
+            distance=0.41234567,
+            crop=np.zeros((8, 8, 3), np.uint8),
+        )
+        for i, name in enumerate(people)
+    ]
+    video = VideoInfo(
+        duration_s=2.3,
+        fps=29.97,
+        width=854,
+        height=480,
+        rotation=0,
+        codec="h264",
+        container="mov,mp4,m4a,3gp,3g2,mj2",
+    )
+    return Recognition(
+        video=video,
+        frames_sampled=3,
+        people=seen,
+        unknown_faces=1,
+        timings={"decode": 0.1, "total": 0.5},
+    )
+
+
+def details_for(people: list[str], students: dict[str, Student]) -> ResultDetails:
+    return build_details(
+        recognition(people),
+        students,
+        input_ref=InputDetails(INPUT_KEY, '"abc"', 1234),
+        timings={"download": 0.01, "recognise": 0.5, "total": 0.6},
+        settings=settings_used(RecognitionOptions(), contact_sheet=True),
+        function_version="0.1.0",
+        request_id="req-1",
+    )
+
+
+def read(s3: Any, bucket: str, key: str) -> str:
+    body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body.decode()
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_success_writes_details_sheet_and_csv_named_after_the_input(s3: Any, bucket: str) -> None:
+    students = {
+        "president_trump": Student("president_trump", "physics", "junior"),
+        "bush": Student("bush", found=False),
+    }
+    details = details_for(["president_trump", "bush"], students)
+    csv_key = ResultWriter(s3, bucket).write_success(details, faces_jpeg=b"\xff\xd8jpeg")
+    stem = "videos/vm-1/s-0001/my clip+1 été"
+    assert csv_key == f"{stem}.csv"
+    assert keys(s3, bucket) == [f"{stem}.csv", f"{stem}.faces.jpg", f"{stem}.json"]
+    assert read(s3, bucket, csv_key) == "president_trump,physics,junior\nbush,,\n"
+    document = json.loads(read(s3, bucket, f"{stem}.json"))
+    assert document["status"] == "ok"
+    assert document["input"] == {"key": INPUT_KEY, "etag": '"abc"', "size": 1234}
+    assert document["video"]["codec"] == "h264"
+    assert document["people"][0] == {
+        "name": "president_trump",
+        "major": "physics",
+        "year": "junior",
+        "first_seen_s": 0.0,
+        "last_seen_s": 0.5,
+        "frames": 2,
+        "distance": 0.4123,
+    }
+    assert document["settings"]["tolerance"] == 0.6
+    assert document["settings"]["contact_sheet"] is True
+    assert document["function_version"] == "0.1.0"
+    assert ResultDetails.from_json(json.dumps(document)) == details
+    head = s3.head_object(Bucket=bucket, Key=f"{stem}.faces.jpg")
+    assert head["ContentType"] == "image/jpeg"
+
+
+def test_nobody_known_gives_an_empty_csv_and_no_sheet(s3: Any, bucket: str) -> None:
+    ResultWriter(s3, bucket).write_success(details_for([], {}), faces_jpeg=None)
+    stem = "videos/vm-1/s-0001/my clip+1 été"
+    assert keys(s3, bucket) == [f"{stem}.csv", f"{stem}.json"]
+    assert read(s3, bucket, f"{stem}.csv") == ""
+    assert parse_csv(read(s3, bucket, f"{stem}.csv")) == []
+
+
+def test_csv_is_written_after_the_other_files(
+    s3: Any, bucket: str, moto_endpoint: str, unique_name: str
+) -> None:
+    # moto delivers S3 notifications to SQS as each object lands: their order is the write order.
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    url = sqs.create_queue(QueueName=unique_name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    details = details_for(["floki"], {"floki": Student("floki", "history", "junior")})
+    ResultWriter(s3, bucket).write_success(details, faces_jpeg=b"jpeg")
+    order: list[str] = []
+    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        for message in messages:
+            body = json.loads(message["Body"])
+            order += [r["s3"]["object"]["key"].rsplit(".", 1)[-1] for r in body.get("Records", [])]
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert order == ["json", "jpg", "csv"]
+
+
+def test_failure_replaces_an_earlier_answer_with_an_error(s3: Any, bucket: str) -> None:
+    writer = ResultWriter(s3, bucket)
+    writer.write_success(details_for(["floki"], {}), faces_jpeg=b"jpeg")
+    error_key = writer.write_failure(ErrorDoc("not_a_video", "no video stream", "req-2", INPUT_KEY))
+    assert keys(s3, bucket) == [error_key]
+    assert error_key == "videos/vm-1/s-0001/my clip+1 été.error.json"
+    doc = ErrorDoc.from_json(read(s3, bucket, error_key))
+    assert doc == ErrorDoc("not_a_video", "no video stream", "req-2", INPUT_KEY)
+
+
+def test_success_removes_an_earlier_error(s3: Any, bucket: str) -> None:
+    writer = ResultWriter(s3, bucket)
+    writer.write_failure(ErrorDoc("decode_failed", "bad", "req-1", INPUT_KEY))
+    writer.write_success(details_for(["floki"], {"floki": Student("floki", "history", "junior")}))
+    stem = "videos/vm-1/s-0001/my clip+1 été"
+    assert keys(s3, bucket) == [f"{stem}.csv", f"{stem}.json"]
+    assert parse_csv(read(s3, bucket, f"{stem}.csv")) == [PersonRow("floki", "history", "junior")]
+
+
+def test_details_reader_ignores_fields_it_does_not_know() -> None:
+    details = details_for(["floki"], {})
+    document = json.loads(details.to_json())
+    document["new_top_level"] = 1
+    document["people"][0]["new_field"] = "x"
+    assert ResultDetails.from_json(json.dumps(document)) == details
+    with pytest.raises(ValueError, match=r"not a hybridsphere\.result"):
+        ResultDetails.from_json('{"format": "other"}')

@@ -7,6 +7,8 @@
 #
 #   DLIB_VARIANT=bin|blas   which dlib to build (default bin: quick; blas compiles ~15+ min)
 #   IMAGE_CACHE=var/image   where the base image's root file system tarball is kept
+#   IMAGE_LAYERS=1          keep every layer for the next build (the vfs driver stores each
+#                           layer as a full copy: ~10 GB a build; worth it to cache dlib's compile)
 # Needs root (buildah's chroot isolation, apt-get) and the shared course data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +58,9 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)+$(git r
 
 echo "image-test: building $IMAGE (DLIB_VARIANT=$VARIANT, VERSION=$version)"
 started=$(date +%s)
-bah bud --isolation chroot --format docker --pull=never --layers "${secret[@]}" \
+layers=()
+if [ "${IMAGE_LAYERS:-0}" = 1 ]; then layers=(--layers); fi
+bah bud --isolation chroot --format docker --pull=never "${layers[@]}" "${secret[@]}" \
   --build-arg BASE_IMAGE="$BASE" --build-arg DLIB_VARIANT="$VARIANT" \
   --build-arg VERSION="$version" \
   -f lambda_fn/Dockerfile -t "$IMAGE" . >"$CACHE/build-$VARIANT.log" 2>&1 || {

@@ -48,7 +48,8 @@ from lambda_fn.events import (
 from lambda_fn.faces import models
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
-from lambda_fn.recognition import VideoError, recognise
+from lambda_fn.pool import RecognitionPool
+from lambda_fn.recognition import VideoError
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 
 if TYPE_CHECKING:
@@ -141,6 +142,9 @@ class Runtime:
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
         self.known = load_known_faces(settings.known_faces, self.s3)
+        # Forked once here, in the init phase, after the models are loaded: a long video is
+        # split over the container's cores (a 3008 MB function has two vCPUs).
+        self.pool = RecognitionPool(self.known, options)
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
@@ -243,7 +247,7 @@ class Runtime:
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
-            recognition = recognise(path, self.known, self.options)
+            recognition = self.pool.recognise(path)
         finally:
             path.unlink(missing_ok=True)
         timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})

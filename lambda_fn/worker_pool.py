@@ -87,6 +87,9 @@ class Worker:
         # Lambda gives each environment its own /tmp, kept while warm: so do we.
         self.tmp_dir = tempfile.mkdtemp(prefix=f"hybrid-lambda-env{self.number}-")
         env = {**spec.env, "HYBRID_TMP_DIR": self.tmp_dir, "TMPDIR": self.tmp_dir}
+        # The runtime's concurrency already spreads videos over the cores; an environment's
+        # own recognition pool would only oversubscribe them (unless set explicitly).
+        env.setdefault("HYBRID_WORKERS", os.environ.get("HYBRID_WORKERS", "1"))
         self._conn, child_conn = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(
             target=worker_main,

@@ -44,6 +44,7 @@ local-cloud: install var/known_faces.json
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) hadolint lambda_fn/Dockerfile watcher/Dockerfile
 
 typecheck: install
 	$(RUN) mypy

@@ -20,6 +20,7 @@ BASE=localhost/hybridsphere-base:bookworm
 IMAGE=localhost/hybridsphere-fn:$VARIANT
 UV=${UV:-$(command -v uv || echo "$HOME/.local/bin/uv")}
 bah() { buildah --storage-driver "$STORAGE" "$@"; }
+mkdir -p "$CACHE" # logs live here even when the base image is already in buildah's storage
 
 if [ "$(id -u)" != 0 ]; then
   echo "image-test: needs root (buildah with chroot isolation, apt-get)" >&2
@@ -35,7 +36,6 @@ fi
 # The base: Debian bookworm with its Python, standing in for python:3.12-slim-bookworm (which
 # cannot be pulled here). Made once and kept in buildah's storage.
 if ! bah inspect --type image "$BASE" >/dev/null 2>&1; then
-  mkdir -p "$CACHE"
   if [ ! -s "$CACHE/rootfs.tar" ]; then
     echo "image-test: debootstrap bookworm (~1 min)"
     rm -rf "$CACHE/rootfs"

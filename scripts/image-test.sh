@@ -52,6 +52,7 @@ fi
 # secret (mounted for the pip steps only, never stored in the image).
 secret=()
 if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  # shellcheck disable=SC2054 # the commas belong to buildah's --secret value
   secret=(--secret id=pipcert,src=/etc/ssl/certs/ca-certificates.crt)
 fi
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)+$(git rev-parse --short HEAD 2>/dev/null || echo local)"

@@ -25,12 +25,12 @@ id -u "$USER_NAME" >/dev/null 2>&1 || useradd --system --gid "$USER_NAME" \
 # The daemon only: the function's dependencies (dlib, PyAV) are not installed on the VM.
 "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install --quiet --upgrade pip
-"$PREFIX/bin/pip" install --quiet "$REPO[watcher]"
+"$PREFIX/bin/pip" install --quiet "${REPO}[watcher]"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 
 # setgid folders: files operators drop keep the service's group.
 install -d -m 2770 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
-for folder in inbox processing done failed rejected; do
+for folder in inbox processing "done" failed rejected; do
   install -d -m 2770 -o "$USER_NAME" -g "$USER_NAME" "$STATE/$folder"
 done
 

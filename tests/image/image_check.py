@@ -35,19 +35,10 @@ from runtime_api import RuntimeApi
 from hybrid_common.keys import ResultKind, result_key
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
+from tests.course import COURSE_CLIPS
 
 REPO = Path(__file__).resolve().parents[2]
-# Who is in each course clip (shared/README.md).
-COURSE = {
-    "test_0.mp4": "president_trump",
-    "test_1.mp4": "president_biden",
-    "test_2.mp4": "mr_bean",
-    "test_4.mp4": "johnny_dep",
-    "test_5.mp4": "vin_diesel",
-    "test_6.mp4": "floki",
-    "test_7.mp4": "morgan_freeman",
-    "test_8.mp4": "president_obama",
-}
+COURSE = COURSE_CLIPS
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key-not-real",

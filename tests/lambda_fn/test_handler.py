@@ -26,18 +26,9 @@ from lambda_fn.handler import Runtime
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
+from tests.course import COURSE_CLIPS
 
-# Who is in each course clip (shared/README.md); majors and years come from the table.
-COURSE = {
-    "test_0.mp4": "president_trump",
-    "test_1.mp4": "president_biden",
-    "test_2.mp4": "mr_bean",
-    "test_4.mp4": "johnny_dep",
-    "test_5.mp4": "vin_diesel",
-    "test_6.mp4": "floki",
-    "test_7.mp4": "morgan_freeman",
-    "test_8.mp4": "president_obama",
-}
+COURSE = COURSE_CLIPS
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}
 
 

@@ -19,18 +19,10 @@ from lambda_fn.recognition import (
 )
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import RecognitionOptions
+from tests.course import COURSE_CLIPS
 from tests.lambda_fn.clips import level_painter, load_picture, still_painter, write_clip
 
-EXPECTED = {
-    "test_0.mp4": "president_trump",
-    "test_1.mp4": "president_biden",
-    "test_2.mp4": "mr_bean",
-    "test_4.mp4": "johnny_dep",
-    "test_5.mp4": "vin_diesel",
-    "test_6.mp4": "floki",
-    "test_7.mp4": "morgan_freeman",
-    "test_8.mp4": "president_obama",
-}
+EXPECTED = COURSE_CLIPS
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,21 @@
 
 `FaultProxy` sits between a client and moto's server, forwards every request, records what
 it saw (method, path, query, body size) and can fail chosen requests: answer with an S3 error
-(503 SlowDown, 403 AccessDenied, ...) or drop the connection without answering. Tests point
-the client's `endpoint_url` at the proxy, so nothing in the client is patched.
+(503 SlowDown, 403 AccessDenied, ...) or drop the connection without answering. With `chaos`
+it also fails a set share of all requests at random (seeded): latency, connection resets,
+503 SlowDown, 500 InternalError and truncated answers. Tests point the client's `endpoint_url`
+at the proxy, so nothing in the client is patched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -54,6 +59,27 @@ class Fault:
     drop: bool = False
 
 
+# The random faults `Chaos` draws from. "reset" drops the connection before forwarding (the
+# request never reaches moto); "truncate" forwards it (moto acts on it) and then cuts the answer
+# short, so the client cannot tell whether its request took effect: retries must be idempotent.
+CHAOS_KINDS = ("latency", "reset", "slowdown", "internal", "truncate")
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Fail `rate` of the requests that `match`, each with a kind drawn evenly from `kinds`.
+
+    Seeded: the same run of draws every time, though which request meets which draw depends on
+    the order concurrent requests arrive in.
+    """
+
+    rate: float
+    seed: int = 0
+    kinds: tuple[str, ...] = CHAOS_KINDS
+    latency_s: tuple[float, float] = (0.05, 0.5)
+    match: Match = lambda seen: True
+
+
 def s3_error(status: int, code: str, message: str = "injected by the test proxy") -> web.Response:
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>'
@@ -61,6 +87,13 @@ def s3_error(status: int, code: str, message: str = "injected by the test proxy"
         "<RequestId>FAULTPROXY</RequestId></Error>"
     )
     return web.Response(status=status, body=body.encode(), content_type="application/xml")
+
+
+def _hang_up(request: web.Request) -> NoReturn:
+    """Drop the client's connection without (the rest of) an answer."""
+    assert request.transport is not None
+    request.transport.abort()
+    raise asyncio.CancelledError
 
 
 class FaultProxy:
@@ -71,6 +104,9 @@ class FaultProxy:
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
         self.injected = 0
+        self.chaos: Chaos | None = None
+        self.chaos_injected: Counter[str] = Counter()  # kind → how many requests met it
+        self._rng = random.Random(0)
         self._keep_bodies = keep_bodies
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -88,6 +124,14 @@ class FaultProxy:
         fault = Fault(times, match, status, code, drop)
         self.faults.append(fault)
         return fault
+
+    def start_chaos(self, chaos: Chaos) -> None:
+        """From now on, fail requests at random as `chaos` says."""
+        self._rng = random.Random(chaos.seed)
+        self.chaos = chaos
+
+    def stop_chaos(self) -> None:
+        self.chaos = None
 
     async def __aenter__(self) -> FaultProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False)
@@ -129,7 +173,42 @@ class FaultProxy:
                     request.transport.abort()
                     raise asyncio.CancelledError
                 return s3_error(fault.status, fault.code)
-        return await self._forward(request, body)
+        chaos = self.chaos
+        try:
+            if chaos is not None and chaos.match(seen) and self._rng.random() < chaos.rate:
+                kind = self._rng.choice(chaos.kinds)
+                self.chaos_injected[kind] += 1
+                delay_s = self._rng.uniform(*chaos.latency_s)
+                return await self._misbehave(request, body, kind, delay_s)
+            return await self._forward(request, body)
+        except aiohttp.ClientError:
+            # The upstream is down or died mid-answer (a stopped moto): the client's connection
+            # drops too, rather than getting an answer moto never gave.
+            _hang_up(request)
+
+    async def _misbehave(
+        self, request: web.Request, body: bytes, kind: str, delay_s: float
+    ) -> web.StreamResponse:
+        if kind == "latency":
+            await asyncio.sleep(delay_s)
+            return await self._forward(request, body)
+        if kind == "slowdown":
+            return s3_error(503, "SlowDown", "Please reduce your request rate.")
+        if kind == "internal":
+            return s3_error(500, "InternalError", "We encountered an internal error.")
+        if kind == "truncate":
+            answer = await self._forward(request, body)
+            payload = answer.body if isinstance(answer.body, bytes) else b""
+            if len(payload) >= 2:
+                # Promise the whole body, send half, hang up: the client reads a short body.
+                cut = web.StreamResponse(status=answer.status, headers=answer.headers)
+                cut.content_length = len(payload)
+                await cut.prepare(request)
+                await cut.write(payload[: len(payload) // 2])
+        elif kind != "reset":
+            raise ValueError(f"unknown chaos kind {kind!r}")
+        # A reset, or a truncation with no body to cut: hang up without (more of) an answer.
+        _hang_up(request)
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None

@@ -309,10 +309,13 @@ class JournalStore:
 
     def undelivered(self) -> list[Submission]:
         """Finished submissions whose files have not (all) moved out of processing/ yet."""
-        marks = ",".join("?" * len(TERMINAL))
+        # Not rejections: they are moved to rejected/ before their row is written, and have
+        # no processing/ group to deliver (a restart used to crash on them).
+        delivering = [s.value for s in TERMINAL if s is not State.REJECTED]
+        marks = ",".join("?" * len(delivering))
         rows = self._db.execute(
             f"SELECT * FROM submissions WHERE delivered = 0 AND state IN ({marks}) ORDER BY id",  # noqa: S608 -- only '?' placeholders are interpolated
-            [s.value for s in TERMINAL],
+            delivering,
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
 

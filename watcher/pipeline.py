@@ -40,7 +40,13 @@ from watcher.settings import WatcherSettings
 from watcher.sniff import kind_of, normalise_extensions, sniff
 from watcher.staging import Staging, write_atomic
 from watcher.trigger import TriggerFailed, invoke_function
-from watcher.uploader import Uploader, UploadFailed, UploadRequest, upload_metadata
+from watcher.uploader import (
+    Uploader,
+    UploadFailed,
+    UploadRequest,
+    file_fingerprint,
+    upload_metadata,
+)
 
 log = get_logger(__name__)
 
@@ -57,6 +63,11 @@ def sha256_of(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def submission_key(settings: WatcherSettings, submission_id: str, file_name: str) -> str:
+    """The input object key of a dropped file: always under this node's prefix, 3 more segments."""
+    return InputKey(settings.key_prefix, settings.node_id, submission_id, safe_name(file_name)).key
 
 
 class Pipeline:
@@ -113,9 +124,7 @@ class Pipeline:
             return None
         submission_id = new_submission_id()
         staged = self.staging.processing_path(submission_id, relative)
-        key = InputKey(
-            self.settings.key_prefix, self.settings.node_id, submission_id, safe_name(path.name)
-        ).key
+        key = submission_key(self.settings, submission_id, path.name)
         sub = await self.journal.create(
             submission_id=submission_id, original_name=relative, source_path=str(path),
             staged_path=str(staged), key=key, size=st.st_size,
@@ -166,6 +175,12 @@ class Pipeline:
             # per file, and a crash before that transition merely hashes again.
             sha256: str
             size: int
+            try:
+                # Before hashing: a change from here until the last byte is sent refuses it.
+                fingerprint = await asyncio.to_thread(file_fingerprint, staged)
+            except FileNotFoundError:
+                await self.fail(sub, "intake", "vanished", f"{staged} disappeared")
+                return
             if sub.sha256 is not None and sub.size is not None:
                 sha256, size = sub.sha256, sub.size
             else:
@@ -185,7 +200,7 @@ class Pipeline:
             self._crash_point("uploading")
             request = UploadRequest(
                 staged, sub.key, sha256, size,
-                upload_metadata(sub.original_name, sha256, self.settings.node_id),
+                upload_metadata(sub.original_name, sha256, self.settings.node_id), fingerprint,
             )  # fmt: skip
             try:
                 result = await self.uploader.upload(request)
@@ -414,6 +429,19 @@ class Pipeline:
             log.error("submission.failed", **fields, error=sub.error)
 
     # --- recovery ---
+
+    async def redeliver(self) -> None:
+        """Retry moving concluded groups whose move failed (done/ unwritable, disk full), so
+        they reach done/ once the folder is fixed, without waiting for a restart."""
+        # Under the finish lock: a row concluded but not yet moved by conclude() is not stuck.
+        async with self._finish_lock:
+            for sub in await self.journal.undelivered():
+                try:
+                    await self.deliver(sub)
+                except Exception as error:  # a full disk fails the journal too (sqlite3)
+                    log.warning("delivery.failed", submission=sub.id, path=sub.final_path,
+                                error=str(error))  # fmt: skip
+                    return  # the same folder will refuse the others too: next tick
 
     async def recover(self) -> list[str]:
         """Finish what a crash interrupted; returns the ids to (re-)upload, oldest first."""

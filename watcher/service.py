@@ -302,6 +302,7 @@ class WatcherService:
             self.metrics.pending_results.set(len(pipeline.awaiting))
             self.notifier.status(self._status_line())
             await pipeline.retrigger()
+            await pipeline.redeliver()  # moves a full disk or a locked done/ stopped
             if time.monotonic() - last_purge >= RETENTION_EVERY_S:
                 last_purge = time.monotonic()
                 await asyncio.to_thread(self._purge)

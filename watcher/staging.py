@@ -23,6 +23,9 @@ from hybrid_common.keys import ResultKind
 RESULT_SUFFIXES: tuple[str, ...] = tuple(kind.value for kind in ResultKind)
 FOLDERS = ("inbox", "processing", "done", "failed", "rejected")
 REASON_SUFFIX = ".reason.json"
+# Linux allows 255 bytes per name. A video's name must leave room for the longest thing added
+# to it: `_99999` (de-duplication) and `.reason.json` (appended to the whole name).
+NAME_BUDGET = 255 - len("_99999") - len(REASON_SUFFIX)
 
 
 def split_stem(name: str) -> tuple[str, str]:
@@ -31,6 +34,17 @@ def split_stem(name: str) -> tuple[str, str]:
     if not dot or not stem:
         return name, ""
     return stem, f".{ext}"
+
+
+def fit_name(name: str, limit: int = NAME_BUDGET) -> str:
+    """`name` cut to `limit` UTF-8 bytes (on a character boundary), keeping a short extension."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, ext = split_stem(name)
+    if len(ext.encode()) > limit // 4:  # an "extension" this long is part of the name
+        stem, ext = name, ""
+    room = limit - len(ext.encode())
+    return stem.encode()[:room].decode(errors="ignore") + ext
 
 
 def flat_name(relative: str) -> str:
@@ -90,7 +104,10 @@ class Staging:
 
     def processing_path(self, submission_id: str, relative_name: str) -> Path:
         """Where a taken file waits: the id prefix makes it unique whatever its name."""
-        return self.processing / f"{submission_id}_{flat_name(relative_name)}"
+        prefix = f"{submission_id}_"
+        return self.processing / (
+            prefix + fit_name(flat_name(relative_name), NAME_BUDGET - len(prefix))
+        )
 
     def companion(self, video: Path, suffix: str) -> Path:
         """The file beside `video` with the same stem and `suffix` (e.g. `.csv`)."""
@@ -99,7 +116,8 @@ class Staging:
 
     def claim_group_name(self, folder: Path, original_name: str) -> Path:
         """A free video path in `folder` whose whole group (video + results) is unused."""
-        stem, ext = split_stem(flat_name(original_name))
+        # Long names are shortened so that every companion of the group fits too.
+        stem, ext = split_stem(fit_name(flat_name(original_name)))
         with _CLAIM_LOCK:
             for n in range(1, 100_000):
                 candidate = stem if n == 1 else f"{stem}_{n}"

@@ -51,7 +51,19 @@ class UploadFailed(Exception):
 
 
 class _FileChanged(Exception):
-    """The file's size is not the one the intake recorded: never retried."""
+    """The file is not the one the intake hashed (size or fingerprint): never retried."""
+
+
+Fingerprint = tuple[int, int, int, int]
+
+
+def file_fingerprint(path: Path) -> Fingerprint:
+    """(inode, size, mtime, ctime) of `path`: any write or replacement changes it.
+
+    ctime cannot be set by users (unlike mtime, which `touch -r` or `cp -p` can restore).
+    """
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,9 @@ class UploadRequest:
     sha256: str  # hex digest of the whole file, from the intake
     size: int
     metadata: dict[str, str]  # see `upload_metadata`; values must be ASCII
+    # Taken before hashing; checked again once all bytes are sent, so an object whose bytes
+    # may mix old and new content is never completed (multipart) or kept (single PUT).
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +276,33 @@ class Uploader:
                 handle.close()
             return str(response["ETag"])
 
-        return await budget.call("upload", put, key=request.key)
+        etag = await budget.call("upload", put, key=request.key)
+        try:
+            await self._check_unchanged(request)
+        except _FileChanged:
+            # S3 refuses a body that does not match our sha256; moto does not. Either way
+            # the object must not stay for the function to answer. If the delete fails, the
+            # submission still fails: its result, if one comes, is never collected.
+            try:
+                await self._s3.delete_object(Bucket=self._bucket, Key=request.key)
+            except Exception as error:
+                log.warning("upload.delete_failed", error=describe(error))
+            raise
+        return etag
+
+    async def _check_unchanged(self, request: UploadRequest) -> None:
+        """Raise _FileChanged if the file is no longer the one that was hashed."""
+        if request.fingerprint is None:
+            return
+        try:
+            now = await asyncio.to_thread(file_fingerprint, request.path)
+        except FileNotFoundError:
+            now = None
+        if now != request.fingerprint:
+            log.warning("upload.file_changed", path=str(request.path))
+            raise _FileChanged(
+                f"{request.path.name} changed while being uploaded; not used (drop it again)"
+            )
 
     # -- multipart ------------------------------------------------------------------------
 
@@ -285,6 +326,11 @@ class Uploader:
             log.warning("upload.restarted", upload_id=upload_id, error=describe(error))
             upload_id = await self._create(request, budget)
             parts, resumed = await self._send_parts(request, budget, upload_id, part_size, {})
+        try:
+            await self._check_unchanged(request)
+        except _FileChanged:
+            await self._abort(request.key, upload_id)  # its parts may mix old and new bytes
+            raise
         etag = await self._complete(request, budget, upload_id, parts)
         return etag, resumed
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Daemon-driving fixtures (cloud, function, daemons), shared by tests/watcher and tests/e2e.
+pytest_plugins = ["tests.daemon_fixtures"]
+
 SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -36,7 +36,6 @@ from tests.watcher_daemon import (
     Daemon,
     StandInFunction,
     drop,
-    make_cloud,
     video_bytes,
 )
 from watcher.clients import aws_clients
@@ -47,25 +46,6 @@ from watcher.uploader import Uploader, UploadFailed, UploadRequest, file_fingerp
 
 MIB = 1024 * 1024
 CSV = "alice,physics,2026\nbob,cs,2027\n"  # what StandInFunction answers
-
-
-@pytest.fixture
-def cloud(moto_endpoint: str, unique_name: str) -> Cloud:
-    return make_cloud(moto_endpoint, unique_name)
-
-
-@pytest.fixture
-def function(cloud: Cloud) -> Iterator[StandInFunction]:
-    with StandInFunction(cloud) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
 
 
 def start(daemons: list[Daemon], root: Path, cloud: Cloud, **settings: object) -> Daemon:

@@ -29,7 +29,6 @@ from tests.watcher_daemon import (
     Daemon,
     StandInFunction,
     drop,
-    make_cloud,
     video_bytes,
 )
 from watcher.journal import State
@@ -192,11 +191,6 @@ def fill(folder: Path) -> Path:
         while True:
             out.write(b"\0" * 64 * 1024)
     return filler
-
-
-@pytest.fixture
-def cloud(moto_endpoint: str, unique_name: str) -> Cloud:
-    return make_cloud(moto_endpoint, unique_name)
 
 
 @pytest.mark.slow

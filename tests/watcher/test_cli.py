@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.watcher_daemon import REPO, Cloud, Daemon, StandInFunction, make_cloud, video_bytes
+from tests.watcher_daemon import REPO, Cloud, Daemon, StandInFunction, video_bytes
 from watcher.cli import COMMANDS, build_parser, main
 from watcher.journal import JournalStore, State
 
@@ -122,11 +122,6 @@ def test_a_config_error_exits_78(root: Path, bad: dict[str, str], named: str) ->
     )  # fmt: skip
     assert done.returncode == 78
     assert named in done.stderr
-
-
-@pytest.fixture
-def cloud(moto_endpoint: str, unique_name: str) -> Cloud:
-    return make_cloud(moto_endpoint, unique_name)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import socket
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -28,32 +27,11 @@ from tests.watcher_daemon import (
     Daemon,
     StandInFunction,
     drop,
-    make_cloud,
     video_bytes,
 )
 from watcher.journal import State
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def cloud(moto_endpoint: str, unique_name: str) -> Cloud:
-    return make_cloud(moto_endpoint, unique_name)
-
-
-@pytest.fixture
-def function(cloud: Cloud) -> Iterator[StandInFunction]:
-    with StandInFunction(cloud) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts is stopped at its end, whatever happened."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.stop()
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -48,8 +48,17 @@ def worker_count(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _serve(conn: Connection, known: KnownFaces, options: RecognitionOptions) -> None:
+def _serve(
+    conn: Connection,
+    known: KnownFaces,
+    options: RecognitionOptions,
+    parent_ends: list[Connection],
+) -> None:
     """Worker loop: ("video", path, segment) in; ("ok", Recognition) | ("error", ...) out."""
+    # fork copied the parent's ends of this worker's pipe and of its siblings' pipes: close
+    # them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
+    for end in parent_ends:
+        end.close()
     while True:
         try:
             message = conn.recv()
@@ -67,11 +76,17 @@ def _serve(conn: Connection, known: KnownFaces, options: RecognitionOptions) -> 
 
 
 class _Worker:
-    def __init__(self, known: KnownFaces, options: RecognitionOptions) -> None:
+    def __init__(
+        self,
+        known: KnownFaces,
+        options: RecognitionOptions,
+        siblings: Sequence[_Worker] = (),
+    ) -> None:
         context = multiprocessing.get_context("fork")
         self.conn, child = context.Pipe()
+        parent_ends = [self.conn, *(sibling.conn for sibling in siblings)]
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, known, options), daemon=True
+            target=_serve, args=(child, known, options, parent_ends), daemon=True
         )
         self.process.start()
         child.close()
@@ -104,7 +119,8 @@ class RecognitionPool:
         warm_up_decoder()
         self._workers: list[_Worker] = []
         if self.size > 1 and "fork" in multiprocessing.get_all_start_methods():
-            self._workers = [_Worker(known, options) for _ in range(self.size)]
+            for _ in range(self.size):
+                self._workers.append(_Worker(known, options, self._workers))
 
     def __enter__(self) -> RecognitionPool:
         return self
@@ -215,7 +231,8 @@ class RecognitionPool:
             # The worker died (e.g. killed for memory): replace it, fail only this video.
             log.error("pool.worker_died", exitcode=worker.process.exitcode)
             worker.stop()
-            replacement = _Worker(self.known, self.options)
+            siblings = [w for w in self._workers if w is not worker]
+            replacement = _Worker(self.known, self.options, siblings)
             self._workers[self._workers.index(worker)] = replacement
             return VideoError(
                 "internal_error", "the worker process died on this video"

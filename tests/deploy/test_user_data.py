@@ -29,7 +29,7 @@ VALUES = {
     "__TRIGGER_MODE__": "invoke",
     "__NODE_ID__": "vm-7",
     "__KEY_PREFIX__": "videos",
-    "__AWS_ACCESS_KEY_ID__": "AKIAEXAMPLEEXAMPLE00",
+    "__AWS_ACCESS_KEY_ID__": "TESTKEYID-not-a-real-key",
     "__AWS_SECRET_ACCESS_KEY__": "not/a+real/secret/key/0000000000000000000",
     "__REPO_URL__": "https://git.example.org/team/hybridsphere.git",
     "__REPO_REF__": "v1.2.3",

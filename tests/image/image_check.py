@@ -36,6 +36,8 @@ from hybrid_common.keys import ResultKind, result_key
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
 from tests.course import COURSE_CLIPS
+from watcher.provision import ensure_table
+from watcher.students import load_students, read_students
 
 REPO = Path(__file__).resolve().parents[2]
 COURSE = COURSE_CLIPS
@@ -131,18 +133,10 @@ def run(args: argparse.Namespace, data: Path, endpoint: str) -> int:
     inputs, outputs, table = "image-test-input", "image-test-output", "image-test-students"
     for bucket in (inputs, outputs):
         s3.create_bucket(Bucket=bucket)
-    dynamodb.create_table(
-        TableName=table,
-        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    # The same provisioning and loading code the product uses.
+    ensure_table(dynamodb, table)
+    load_students(dynamodb, table, read_students(data / "student_data.json"))
     students = {s["name"]: s for s in json.loads((data / "student_data.json").read_text())}
-    for s in students.values():
-        dynamodb.put_item(
-            TableName=table,
-            Item={k: {"N" if k == "id" else "S": str(v)} for k, v in s.items()},
-        )
     known = KnownFaces.from_lists(*load_course_encodings(data / "encoding"))
     s3.put_object(Bucket=inputs, Key="config/known_faces.json", Body=known.to_bytes())
 

@@ -27,6 +27,8 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from tests.course import COURSE_CLIPS
+from watcher.provision import ensure_table
+from watcher.students import load_students, read_students
 
 COURSE = COURSE_CLIPS
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}
@@ -147,19 +149,11 @@ def cloud(moto_endpoint: str, shared_data: Path) -> Cloud:
     inputs, outputs, table = f"in-{suffix}", f"out-{suffix}", f"students-{suffix}"
     s3.create_bucket(Bucket=inputs)
     s3.create_bucket(Bucket=outputs)
-    dynamodb.create_table(
-        TableName=table,
-        AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
     data = shared_data / "cse546"
+    # The same provisioning and loading code the product uses.
+    ensure_table(dynamodb, table)
+    load_students(dynamodb, table, read_students(data / "student_data.json"))
     students = {s["name"]: s for s in json.loads((data / "student_data.json").read_text())}
-    for s in students.values():
-        dynamodb.put_item(
-            TableName=table,
-            Item={k: {"N" if k == "id" else "S": str(v)} for k, v in s.items()},
-        )
     known = KnownFaces.from_lists(*load_course_encodings(data / "encoding"))
     s3.put_object(Bucket=inputs, Key="config/known_faces.json", Body=known.to_bytes())
     return Cloud(

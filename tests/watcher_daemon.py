@@ -263,5 +263,8 @@ class Daemon:
 
     def concluded(self, n: int) -> bool:
         """n submissions have reached a final state and been delivered."""
-        subs = self.submissions()
-        return sum(1 for s in subs if s.terminal and s.delivered) >= n
+        # A COUNT, not every row: the soak asks this every 50 ms of a 10,000-file journal.
+        if not (self.root / "journal.sqlite3").exists():
+            return n <= 0
+        with self.journal() as store:
+            return store.concluded_count() >= n

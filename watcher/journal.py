@@ -319,6 +319,16 @@ class JournalStore:
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
 
+    def concluded_count(self) -> int:
+        """How many submissions have reached a final state and left processing/."""
+        final = [s.value for s in TERMINAL]
+        marks = ",".join("?" * len(final))
+        (count,) = self._db.execute(
+            f"SELECT COUNT(*) FROM submissions WHERE delivered = 1 AND state IN ({marks})",  # noqa: S608 -- only '?' placeholders are interpolated
+            final,
+        ).fetchone()
+        return int(count)
+
     def done_with_sha256(self, sha256: str, exclude_id: str) -> Submission | None:
         """The latest delivered `done` submission with this content, if any."""
         row = self._db.execute(

@@ -8,16 +8,15 @@ second `clip.mp4` becomes `clip_2.mp4` with `clip_2.csv` beside it.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_common.keys import ResultKind
+from watcher.taken_names import TakenStems
 
 # Every suffix a group can hold besides the video's own extension.
 RESULT_SUFFIXES: tuple[str, ...] = tuple(kind.value for kind in ResultKind)
@@ -118,16 +117,21 @@ class Staging:
         """A free video path in `folder` whose whole group (video + results) is unused."""
         # Long names are shortened so that every companion of the group fits too.
         stem, ext = split_stem(fit_name(flat_name(original_name)))
-        with _CLAIM_LOCK:
+        with _TAKEN.lock:
+            # Any `<candidate>.*` taken (another container's video, an orphan result) would make
+            # the group ambiguous. The index knows the folder without listing it each time.
+            taken = _TAKEN.stems(folder)
             for n in range(1, 100_000):
                 candidate = stem if n == 1 else f"{stem}_{n}"
-                # Any `<candidate>.*` taken (another container's video, an orphan result)
-                # would make the group ambiguous.
-                taken = (folder / candidate).exists() or any(
-                    folder.glob(glob.escape(candidate) + ".*")
-                )
-                if not taken:
-                    return folder / (candidate + ext)
+                if candidate in taken:
+                    continue
+                # What others added since the index was listed: the group's own names.
+                group = (candidate, candidate + ext, *(candidate + s for s in RESULT_SUFFIXES))
+                found = [name for name in group if (folder / name).exists()]
+                if found:
+                    _TAKEN.add(folder, found)
+                    continue
+                return folder / (candidate + ext)
         raise FileExistsError(f"no free name for {original_name!r} in {folder}")
 
     def move_group(self, staged_video: Path, final_video: Path) -> list[Path]:
@@ -146,13 +150,16 @@ class Staging:
             staged_video.rename(final_video)
             moved.append(final_video)
         fsync_dir(final_video.parent)
+        _TAKEN.add(final_video.parent, (path.name for path in moved))
         return moved
 
     def reject(self, path: Path, reason: str, detail: str = "") -> Path:
         """Move anything (even a symlink or FIFO: rename never opens it) to rejected/."""
         relative = os.path.relpath(path, self.inbox)
-        target = self.claim_group_name(self.rejected, relative)
-        path.rename(target)
+        with _TAKEN.lock:  # no other claim between this one and the rename
+            target = self.claim_group_name(self.rejected, relative)
+            path.rename(target)
+            _TAKEN.add(self.rejected, [target.name, target.name + REASON_SUFFIX])
         doc = {"file": relative, "reason": reason, "detail": detail, "at": _utc_now()}
         write_atomic(
             target.with_name(target.name + REASON_SUFFIX),
@@ -185,7 +192,8 @@ class Staging:
         return removed
 
 
-_CLAIM_LOCK = threading.Lock()
+# One index per process: the daemon's pipeline and intake claim names in the same folders.
+_TAKEN = TakenStems()
 
 
 def _walk_files(folder: Path) -> Iterable[os.DirEntry[str]]:

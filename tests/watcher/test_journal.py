@@ -57,6 +57,22 @@ def test_happy_path_records_each_transition(tmp_path: Path) -> None:
     assert store.counts()["done"] == 1 and sum(store.counts().values()) == 1
 
 
+def test_concluded_count_counts_final_and_delivered_rows_only(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    for sid in ("s1", "s2", "s3", "s4"):
+        _create(store, sid)
+    store.transition("s1", State.UPLOADING)  # open
+    store.transition("s2", State.FAILED, final_path="/failed/clip.mp4")  # final, not moved yet
+    store.transition("s3", State.FAILED, final_path="/failed/clip.mp4")
+    store.update("s3", delivered=True)
+    store.transition("s4", State.UPLOADING)
+    store.transition("s4", State.UPLOADED)
+    store.transition("s4", State.DONE, final_path="/done/clip.mp4")
+    assert store.concluded_count() == 1
+    store.update("s4", delivered=True)
+    assert store.concluded_count() == 2
+
+
 @pytest.mark.parametrize(
     ("path", "bad"),
     [

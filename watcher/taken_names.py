@@ -1,0 +1,71 @@
+"""Which group stems a results folder already uses, without listing the folder per file.
+
+A stem is taken when a file is named exactly so or starts with it and a dot (`clip` is taken by
+`clip.mp4`, `clip.csv`, and also `clip.tar.gz`). Finding that out by listing the folder made
+each conclusion cost a scan of done/, which grows for as long as the node runs (10,000 results
+= 40,000 names to read per file). Instead each folder is listed once, then kept up to date with
+what this process moves in, and listed again after `RESCAN_S` to learn what others changed.
+Deletions only make the index cautious (a freed name looks taken: `clip_2` instead of `clip`);
+a name someone else adds in between is caught by the exact-name checks of the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+RESCAN_S = 60.0
+
+
+def stems_of(name: str) -> Iterator[str]:
+    """Every stem `name` takes: itself and each prefix ending before a dot.
+
+    `a.b.mp4` → `a.b.mp4`, `a.b`, `a` (a leading dot, as in `.hidden`, starts no stem).
+    """
+    yield name
+    end = name.rfind(".")
+    while end > 0:
+        yield name[:end]
+        end = name.rfind(".", 0, end)
+
+
+class TakenStems:
+    """The stems in use per folder, shared by every caller in this process (thread-safe)."""
+
+    def __init__(self, rescan_s: float = RESCAN_S) -> None:
+        self.rescan_s = rescan_s
+        self.lock = threading.RLock()
+        self.scans = 0  # how many folder listings so far (tests count them)
+        self._stems: dict[Path, set[str]] = {}
+        self._scanned_at: dict[Path, float] = {}
+
+    def stems(self, folder: Path) -> set[str]:
+        """The folder's taken stems, listing it first if unknown or older than `rescan_s`."""
+        with self.lock:
+            now = time.monotonic()
+            if folder not in self._stems or now - self._scanned_at[folder] >= self.rescan_s:
+                self._stems[folder] = self._scan(folder)
+                self._scanned_at[folder] = now
+            return self._stems[folder]
+
+    def add(self, folder: Path, names: Iterable[str]) -> None:
+        """Record names this process just put into `folder` (nothing if it is not indexed)."""
+        with self.lock:
+            known = self._stems.get(folder)
+            if known is not None:
+                for name in names:
+                    known.update(stems_of(name))
+
+    def _scan(self, folder: Path) -> set[str]:
+        self.scans += 1
+        taken: set[str] = set()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    taken.update(stems_of(entry.name))
+        except FileNotFoundError:
+            pass
+        return taken

@@ -5,6 +5,11 @@ S3 delivers at least once, and moto sends two events for one multipart completio
 names an object version owns it; other messages naming only owned versions are dropped,
 while the owner's own redeliveries (retries) still go through. Memory is bounded: the
 oldest versions are forgotten first.
+
+The same bytes uploaded again to the same key (the watcher does so when an input object
+vanished) have the same ETag, but S3 records the new upload at a later time: an event more
+than `SAME_UPLOAD_WINDOW_S` from the owned one's `eventTime` is a new upload, not a duplicate.
+A redelivered event carries its original time; moto's twin events are milliseconds apart.
 """
 
 from __future__ import annotations
@@ -12,11 +17,33 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from lambda_fn.events import EventFormatError, S3Event
 
-ObjectVersion = tuple[str, str, str, str]  # bucket, key, version id, ETag (or sequencer)
+SAME_UPLOAD_WINDOW_S = 1.0
+
+
+class ObjectVersion(NamedTuple):
+    bucket: str
+    key: str
+    version_id: str
+    etag: str  # or the sequencer; empty when the event has neither
+    uploaded_at: float | None = None  # the event's time (epoch seconds), if it says
+
+    @property
+    def identity(self) -> tuple[str, str, str, str]:
+        return (self.bucket, self.key, self.version_id, self.etag)
+
+
+def _epoch(event_time: str | None) -> float | None:
+    if not event_time:
+        return None
+    try:
+        return datetime.fromisoformat(event_time).timestamp()
+    except ValueError:
+        return None
 
 
 def object_versions(event: Any) -> list[ObjectVersion]:
@@ -25,7 +52,13 @@ def object_versions(event: Any) -> list[ObjectVersion]:
         return []
     try:
         return [
-            (ref.bucket, ref.key, ref.version_id or "", ref.etag or ref.sequencer or "")
+            ObjectVersion(
+                ref.bucket,
+                ref.key,
+                ref.version_id or "",
+                ref.etag or ref.sequencer or "",
+                _epoch(ref.event_time),
+            )
             for ref in S3Event(event).objects
             if ref.is_object_created
         ]
@@ -46,7 +79,10 @@ class DedupeRegistry:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._owners: OrderedDict[ObjectVersion, str] = OrderedDict()
+        # identity → (owner, the owned event's time)
+        self._owners: OrderedDict[tuple[str, str, str, str], tuple[str, float | None]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def claim(self, owner: str, versions: list[ObjectVersion]) -> bool:
@@ -54,19 +90,28 @@ class DedupeRegistry:
 
         Versions without an ETag cannot be told apart from a re-upload and are never deduped.
         """
-        known = [v for v in versions if v[3]]
+        known = [v for v in versions if v.etag]
         if not versions or len(known) < len(versions):
             return True
         with self._lock:
-            owners = {self._owners.get(v) for v in known}
-            if None in owners or owner in owners:
-                for version in known:
-                    self._owners.setdefault(version, owner)
-                    self._owners.move_to_end(version)
-                while len(self._owners) > self._capacity:
-                    self._owners.popitem(last=False)
-                return True
-            return False
+            fresh = [v for v in known if self._is_new_to(owner, v)]
+            if not fresh:
+                return False
+            for version in fresh:
+                self._owners[version.identity] = (owner, version.uploaded_at)
+            for version in known:
+                self._owners.move_to_end(version.identity)
+            while len(self._owners) > self._capacity:
+                self._owners.popitem(last=False)
+            return True
+
+    def _is_new_to(self, owner: str, version: ObjectVersion) -> bool:
+        """Unseen, already `owner`'s, or uploaded again since its owner's event."""
+        seen = self._owners.get(version.identity)
+        if seen is None or seen[0] == owner:
+            return True
+        owned_at, at = seen[1], version.uploaded_at
+        return owned_at is not None and at is not None and abs(at - owned_at) > SAME_UPLOAD_WINDOW_S
 
     def __len__(self) -> int:
         with self._lock:

@@ -41,6 +41,7 @@ class S3ObjectRef:
     etag: str | None = None
     version_id: str | None = None
     sequencer: str | None = None
+    event_time: str | None = None  # the record's eventTime (ISO 8601), as S3 wrote it
 
     @property
     def is_object_created(self) -> bool:
@@ -94,6 +95,7 @@ class S3EventRecord:
                 etag=_optional_str(obj.get("eTag")),
                 version_id=_optional_str(obj.get("versionId")),
                 sequencer=_optional_str(obj.get("sequencer")),
+                event_time=_optional_str(self._data.get("eventTime")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise EventFormatError(f"S3 record without bucket or object key: {error}") from error

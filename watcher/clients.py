@@ -67,7 +67,9 @@ async def aws_clients(settings: WatcherSettings) -> AsyncIterator[Clients]:
         s3 = await stack.enter_async_context(
             session.create_client("s3", endpoint_url=settings.endpoint_url, config=config)
         )
+        # Locally S3 is moto's and Lambda is serve-local's: two endpoints.
+        lambda_endpoint = settings.lambda_endpoint_url or settings.endpoint_url
         lambda_ = await stack.enter_async_context(
-            session.create_client("lambda", endpoint_url=settings.endpoint_url, config=config)
+            session.create_client("lambda", endpoint_url=lambda_endpoint, config=config)
         )
         yield Clients(s3=s3, lambda_=lambda_)

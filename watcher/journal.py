@@ -43,11 +43,12 @@ class State(StrEnum):
 TERMINAL = frozenset({State.DONE, State.FAILED, State.TIMED_OUT, State.REJECTED})
 OPEN = frozenset(State) - TERMINAL
 
-# Allowed transitions. UPLOADING → UPLOADING is a new attempt after a crash or a retry.
+# Allowed transitions. UPLOADING → UPLOADING is a new attempt after a crash or a retry;
+# UPLOADED → UPLOADING, a new upload because the input object vanished before its result came.
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     State.DISCOVERED: frozenset({State.UPLOADING, State.DONE, State.FAILED}),
     State.UPLOADING: frozenset({State.UPLOADING, State.UPLOADED, State.FAILED}),
-    State.UPLOADED: frozenset({State.DONE, State.FAILED, State.TIMED_OUT}),
+    State.UPLOADED: frozenset({State.UPLOADING, State.DONE, State.FAILED, State.TIMED_OUT}),
 }
 
 

@@ -53,6 +53,9 @@ log = get_logger(__name__)
 HASH_CHUNK = 1024 * 1024
 # Test-only: SIGKILL ourselves right after committing this step (see tests/watcher/test_service.py).
 KILL_AT_ENV = "WATCHER_TEST_KILL_AT"
+# Uploads of one file in all, crash retries and uploads after its input vanished included: a
+# bucket that keeps losing objects must not make an endless loop (the deadline then decides).
+MAX_UPLOAD_ATTEMPTS = 5
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -92,6 +95,8 @@ class Pipeline:
         self._invoke = invoke  # (key, etag, size) -> awaitable; None in trigger_mode "s3"
         self._allowed = normalise_extensions(settings.allowed_extensions)
         self.awaiting: dict[str, Submission] = {}  # uploaded, waiting for a result
+        # Overdue submissions whose input object S3 still holds: not asked about again.
+        self._input_seen: set[str] = set()
         self._finish_lock = asyncio.Lock()
         self._kill_at = os.environ.get(KILL_AT_ENV, "")
 
@@ -342,8 +347,14 @@ class Pipeline:
         # The CSV last, as the function does: its presence means the group is complete.
         write_atomic(self.staging.companion(staged, ResultKind.CSV.value), csv_text.encode())
 
-    async def check_deadlines(self, now: float) -> None:
-        """Log `result.overdue` once per submission; past the hard deadline, time it out."""
+    async def check_deadlines(self, now: float) -> list[str]:
+        """Log `result.overdue` once per submission; past the hard deadline, time it out.
+
+        Returns the submissions to upload again: overdue because their input object vanished
+        (a local cloud restarted without its state, a lifecycle rule, a person).
+        """
+        upload_again: list[str] = []
+        self._input_seen &= self.awaiting.keys()
         for sub in list(self.awaiting.values()):
             waited = now - (sub.uploaded_at or sub.created_at)
             if waited >= self.settings.result_deadline_s:
@@ -352,12 +363,44 @@ class Pipeline:
                 message = f"no result {waited:.0f} s after the upload"
                 await self._write_error(sub, "timed_out", message)
                 await self.conclude(sub, State.TIMED_OUT, error=message, event="result.timed_out")
-            elif waited >= self.settings.result_overdue_s and not sub.overdue:
+                continue
+            if waited < self.settings.result_overdue_s:
+                continue
+            if not sub.overdue:
                 log.warning("result.overdue", submission=sub.id, file=sub.original_name,
                             key=sub.key, waited_s=round(waited, 1))  # fmt: skip
-                self.awaiting[sub.id] = await self.journal.update(
+                sub = self.awaiting[sub.id] = await self.journal.update(  # noqa: PLW2901 -- the row with overdue set replaces the stale one
                     sub.id, overdue=True, event="result.overdue", detail={"waited_s": waited}
                 )
+            if sub.id not in self._input_seen and await self._input_vanished(sub):
+                upload_again.append(sub.id)
+        return upload_again
+
+    async def _input_vanished(self, sub: Submission) -> bool:
+        """If the input object is gone, reopen the submission for a new upload (bounded).
+
+        Asked once per overdue submission; when S3 cannot say (an outage), again next tick.
+        """
+        try:
+            present = await self.uploader.stored(sub.key)
+        except Exception as error:  # the deadline still holds meanwhile
+            log.warning("input.check_failed", submission=sub.id, key=sub.key, error=str(error))
+            return False
+        if present or sub.attempts >= MAX_UPLOAD_ATTEMPTS:
+            self._input_seen.add(sub.id)
+            if not present:
+                log.error(
+                    "input.vanished", submission=sub.id, key=sub.key, attempts=sub.attempts,
+                    action="none: upload attempts used up",
+                )  # fmt: skip
+            return False
+        log.warning("input.vanished", submission=sub.id, file=sub.original_name, key=sub.key,
+                    action="upload again")  # fmt: skip
+        self.awaiting.pop(sub.id, None)
+        await self.journal.transition(
+            sub.id, State.UPLOADING, overdue=False, triggered=False, event="input.vanished"
+        )
+        return True
 
     # --- conclusions ---
 

@@ -286,9 +286,12 @@ class WatcherService:
 
     async def _check_deadlines(self) -> None:
         try:
-            await self.pipeline.check_deadlines(time.time())
+            upload_again = await self.pipeline.check_deadlines(time.time())
         except Exception:  # logged, retried next tick: a bug here must not stop the daemon
             log.exception("results.deadline_check_failed")
+            return
+        for submission_id in upload_again:
+            self._enqueue(submission_id)
 
     # --- housekeeping ---
 

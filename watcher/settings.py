@@ -58,6 +58,11 @@ class WatcherSettings(BaseSettings):
         description="S3/DynamoDB/SQS/Lambda endpoint; unset for AWS, a URL for moto, "
         "LocalStack or MinIO.",
     )
+    lambda_endpoint_url: str | None = Field(
+        default=None,
+        description="Lambda's Invoke endpoint for trigger_mode 'invoke' when it is not "
+        "endpoint_url's, e.g. `hybrid-lambda serve-local`'s http://127.0.0.1:9001.",
+    )
     region: str = Field(default="us-east-1", min_length=1)
     input_bucket: BucketName = "hybridsphere-input"
     output_bucket: BucketName = "hybridsphere-output"

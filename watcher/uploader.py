@@ -179,12 +179,7 @@ class Uploader:
         settings = self._settings
         async with self.pacer.files:
             started = time.monotonic()
-            budget = RetryBudget.start(
-                settings.retry_attempts,
-                settings.retry_max_seconds,
-                settings.retry_base_delay_s,
-                settings.retry_max_delay_s,
-            )
+            budget = self._budget()
             multipart = request.size > settings.multipart_threshold_mb * MIB
             with structlog.contextvars.bound_contextvars(key=request.key):
                 try:
@@ -333,6 +328,30 @@ class Uploader:
             raise
         etag = await self._complete(request, budget, upload_id, parts)
         return etag, resumed
+
+    def _budget(self) -> RetryBudget:
+        s = self._settings
+        return RetryBudget.start(
+            s.retry_attempts, s.retry_max_seconds, s.retry_base_delay_s, s.retry_max_delay_s
+        )
+
+    async def stored(self, key: str) -> bool:
+        """Whether the input bucket still holds `key`; raises if S3 cannot say soon."""
+        # A short budget: the caller asks again later, and must not stall through an outage.
+        s = self._settings
+        budget = RetryBudget.start(2, 10.0, s.retry_base_delay_s, s.retry_max_delay_s)
+
+        async def head() -> bool:
+            await self.pacer.request()
+            try:
+                await self._s3.head_object(Bucket=self._bucket, Key=key)
+            except Exception as error:
+                if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
+
+        return await budget.call("upload", head, key=key)
 
     async def _already_stored(self, request: UploadRequest, budget: RetryBudget) -> str | None:
         """The ETag of this very file if the key already holds it (same size and sha256)."""

@@ -239,6 +239,30 @@ def test_a_result_that_never_comes_is_overdue_then_timed_out(
     assert sub.state is State.TIMED_OUT and sub.overdue
     assert json.loads((daemon.failed / "never.error.json").read_text())["code"] == "timed_out"
     assert (daemon.failed / "never.mp4").exists()
+    # Its input object was still there: waited for, not uploaded again.
+    assert sub.attempts == 1 and not daemon.events("input.vanished")
+
+
+@pytest.mark.slow
+def test_an_input_object_that_vanished_is_uploaded_again(
+    tmp_path: Path, cloud: Cloud, daemons: list[Daemon]
+) -> None:
+    daemon = Daemon(tmp_path / "node", cloud, result_overdue_s=1.0, result_deadline_s=60)
+    daemons.append(daemon)
+    daemon.start()
+    drop(daemon.inbox, "lost.mp4", video_bytes("lost"))
+    daemon.wait_for("upload.completed")
+    # As when a local cloud restarts without its state, or a lifecycle rule runs too early.
+    [key] = cloud.input_keys()
+    cloud.s3().delete_object(Bucket=cloud.input_bucket, Key=key)
+    with StandInFunction(cloud) as function:  # only now: it never saw the first object
+        daemon.wait_until(lambda: daemon.concluded(1), timeout=30)
+    assert function.answered == {key: 1}
+    [vanished] = daemon.events("input.vanished")
+    assert vanished["action"] == "upload again" and vanished["key"] == key
+    [sub] = daemon.submissions()
+    assert sub.state is State.DONE and sub.attempts == 2
+    assert_each_once_in(daemon.done, ["lost.mp4"])
 
 
 def test_a_result_that_overtakes_an_older_one_is_still_collected_promptly(

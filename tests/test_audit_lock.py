@@ -123,14 +123,21 @@ def osv_record(name: str, fixed: str) -> dict[str, Any]:
 # --- pip-audit, where an advisory service answers ---------------------------------------------
 
 
-@pytest.mark.slow
-def test_pip_audit_fails_on_a_locked_version_osv_knows_to_be_vulnerable(
-    tmp_path: Path, advisories: tuple[Advisories, str]
-) -> None:
+@pytest.fixture
+def osv(advisories: tuple[Advisories, str]) -> tuple[Advisories, str]:
+    """Our OSV stand-in answering, and its query URL; demo-lib 1.0 is vulnerable, 1.1 fixed."""
     known, url = advisories
     known.osv_answers = True
     known.osv[("demo-lib", "1.0")] = [osv_record("demo-lib", fixed="1.1")]
-    result = audit(tmp_path, "demo-lib==1.0\nclean-lib==2.0\n", "--osv-url", f"{url}/v1/query")
+    return known, f"{url}/v1/query"
+
+
+@pytest.mark.slow
+def test_pip_audit_fails_on_a_locked_version_osv_knows_to_be_vulnerable(
+    tmp_path: Path, osv: tuple[Advisories, str]
+) -> None:
+    known, query_url = osv
+    result = audit(tmp_path, "demo-lib==1.0\nclean-lib==2.0\n", "--osv-url", query_url)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "pip-audit --vulnerability-service osv" in result.stdout
     assert "demo-lib 1.0     CVE-2099-0002 1.1" in result.stdout  # pip-audit shows the CVE alias
@@ -140,26 +147,20 @@ def test_pip_audit_fails_on_a_locked_version_osv_knows_to_be_vulnerable(
 
 @pytest.mark.slow
 def test_pip_audit_passes_when_no_locked_version_is_vulnerable(
-    tmp_path: Path, advisories: tuple[Advisories, str]
+    tmp_path: Path, osv: tuple[Advisories, str]
 ) -> None:
-    known, url = advisories
-    known.osv_answers = True
-    known.osv[("demo-lib", "1.0")] = [osv_record("demo-lib", fixed="1.0")]  # 1.0 is the fix
-    result = audit(tmp_path, "demo-lib==1.1\n", "--osv-url", f"{url}/v1/query")
+    _, query_url = osv
+    result = audit(tmp_path, "demo-lib==1.1\n", "--osv-url", query_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "No known vulnerabilities found" in result.stdout + result.stderr
 
 
 @pytest.mark.slow
 def test_pip_audit_ignores_an_advisory_named_with_its_reason_in_the_makefile(
-    tmp_path: Path, advisories: tuple[Advisories, str]
+    tmp_path: Path, osv: tuple[Advisories, str]
 ) -> None:
-    known, url = advisories
-    known.osv_answers = True
-    known.osv[("demo-lib", "1.0")] = [osv_record("demo-lib", fixed="1.1")]
-    result = audit(
-        tmp_path, "demo-lib==1.0\n", "--osv-url", f"{url}/v1/query", "--ignore", "CVE-2099-0002"
-    )
+    _, query_url = osv
+    result = audit(tmp_path, "demo-lib==1.0\n", "--osv-url", query_url, "--ignore", "CVE-2099-0002")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -320,6 +320,26 @@ class JournalStore:
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
 
+    def prune(self, before: float) -> int:
+        """Forget concluded submissions (and their events) last changed before `before`.
+
+        Only rows whose files have left processing/ (delivered, or rejected at once): an open
+        or undelivered submission is never forgotten, whatever its age.
+        """
+        final = [s.value for s in TERMINAL]
+        marks = ",".join("?" * len(final))
+        old = (
+            f"SELECT id FROM submissions WHERE state IN ({marks}) AND updated_at < ? "  # noqa: S608 -- only '?' placeholders are interpolated
+            "AND (delivered = 1 OR state = 'rejected')"
+        )
+        with self._db:
+            self._db.execute(f"DELETE FROM events WHERE submission_id IN ({old})", (*final, before))  # noqa: S608 -- `old` holds only '?' placeholders
+            removed = self._db.execute(
+                f"DELETE FROM submissions WHERE id IN ({old})",  # noqa: S608 -- as above
+                (*final, before),
+            ).rowcount
+        return int(removed)
+
     def concluded_count(self) -> int:
         """How many submissions have reached a final state and left processing/."""
         final = [s.value for s in TERMINAL]
@@ -404,6 +424,9 @@ class AsyncJournal:
 
     async def in_states(self, states: Iterable[State]) -> list[Submission]:
         return await self._in_thread(self.store.in_states, list(states))
+
+    async def prune(self, before: float) -> int:
+        return await self._in_thread(self.store.prune, before)
 
     async def undelivered(self) -> list[Submission]:
         return await self._in_thread(self.store.undelivered)

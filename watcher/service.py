@@ -296,7 +296,9 @@ class WatcherService:
     # --- housekeeping ---
 
     async def _housekeeping_loop(self) -> None:
-        last_purge = 0.0
+        # -inf, not 0: monotonic time starts at boot, and a VM booted under an hour ago would
+        # otherwise skip the first purge for the rest of that hour.
+        last_purge = float("-inf")
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
             pipeline = self.pipeline
@@ -309,6 +311,7 @@ class WatcherService:
             if time.monotonic() - last_purge >= RETENTION_EVERY_S:
                 last_purge = time.monotonic()
                 await asyncio.to_thread(self._purge)
+                await self._prune_journal()
 
     def _purge(self) -> None:
         s = self.settings
@@ -320,6 +323,21 @@ class WatcherService:
             removed = self.staging.purge_older_than(folder, days * DAY_S)
             if removed:
                 log.info("retention.purged", folder=folder.name, files=removed)
+
+    async def _prune_journal(self) -> None:
+        """Forget submissions whose files every retention has removed (none if any folder is
+        kept forever), so the journal stops growing on a node that runs for years."""
+        s = self.settings
+        days = (s.retention_done_days, s.retention_failed_days, s.retention_rejected_days)
+        if min(days) <= 0:
+            return
+        try:
+            removed = await self.pipeline.journal.prune(time.time() - max(days) * DAY_S)
+        except Exception as error:  # a full disk fails the journal too: next round
+            log.warning("retention.journal_failed", error=str(error))
+            return
+        if removed:
+            log.info("retention.journal_pruned", submissions=removed)
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,26 @@ def test_concluded_count_counts_final_and_delivered_rows_only(tmp_path: Path) ->
     assert store.concluded_count() == 1
     store.update("s4", delivered=True)
     assert store.concluded_count() == 2
+
+
+def test_prune_forgets_old_concluded_submissions_and_their_events_only(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    for sid in ("open", "undelivered", "delivered"):
+        _create(store, sid)
+    store.create(
+        submission_id="rejected", original_name="x.txt", source_path="/in/x.txt",
+        staged_path="", key="", size=1, state=State.REJECTED, error="not_a_video",
+    )  # fmt: skip
+    store.transition("open", State.UPLOADING)
+    store.transition("undelivered", State.FAILED, final_path="/failed/clip.mp4")
+    store.transition("delivered", State.FAILED, final_path="/failed/clip.mp4")
+    store.update("delivered", delivered=True)
+
+    assert store.prune(before=time.time() - 3600) == 0  # nothing is that old
+    assert store.prune(before=time.time() + 1) == 2
+    assert sorted(s.id for s in store.latest()) == ["open", "undelivered"]
+    assert store.events("delivered") == [] and store.events("rejected") == []
+    assert [e.event for e in store.events("open")] == ["discovered", "uploading"]
 
 
 @pytest.mark.parametrize(

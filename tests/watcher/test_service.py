@@ -244,6 +244,29 @@ def test_a_result_that_never_comes_is_overdue_then_timed_out(
 
 
 @pytest.mark.slow
+def test_retention_empties_done_and_forgets_the_journal_rows(
+    tmp_path: Path, cloud: Cloud, function: StandInFunction, daemons: list[Daemon]
+) -> None:
+    short = 2 / 86_400  # two seconds, in days
+    daemon = Daemon(
+        tmp_path / "node", cloud, retention_done_days=short, retention_failed_days=short,
+        retention_rejected_days=short,
+    )  # fmt: skip
+    daemons.append(daemon)
+    daemon.start()
+    drop(daemon.inbox, "old.mp4", video_bytes("old"))
+    daemon.wait_until(lambda: daemon.concluded(1))
+    daemon.stop()
+    time.sleep(2.5)
+    # The first round of housekeeping after a start purges (a VM may have booted minutes ago).
+    daemon.start()
+    daemon.wait_until(lambda: not daemon.submissions() and not any(daemon.done.iterdir()), 20)
+    assert daemon.events("retention.purged") and daemon.events("retention.journal_pruned")
+    with daemon.journal() as store:
+        assert store.events() == []
+
+
+@pytest.mark.slow
 def test_an_input_object_that_vanished_is_uploaded_again(
     tmp_path: Path, cloud: Cloud, daemons: list[Daemon]
 ) -> None:

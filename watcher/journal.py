@@ -229,6 +229,15 @@ class JournalStore:
             self._add_event(submission_id, now, event or str(to), detail or {})
         return self.get(submission_id)
 
+    def discard(self, submission_id: str) -> None:
+        """Forget a `discovered` submission whose file never left the inbox (it could not)."""
+        with self._db:
+            current = self._state_of(submission_id)
+            if current is not State.DISCOVERED:
+                raise JournalConflict(f"{submission_id}: only a discovered row can be discarded")
+            self._db.execute("DELETE FROM events WHERE submission_id = ?", (submission_id,))
+            self._db.execute("DELETE FROM submissions WHERE id = ?", (submission_id,))
+
     def update(
         self,
         submission_id: str,
@@ -424,6 +433,9 @@ class AsyncJournal:
 
     async def in_states(self, states: Iterable[State]) -> list[Submission]:
         return await self._in_thread(self.store.in_states, list(states))
+
+    async def discard(self, submission_id: str) -> None:
+        await self._in_thread(self.store.discard, submission_id)
 
     async def prune(self, before: float) -> int:
         return await self._in_thread(self.store.prune, before)

@@ -17,6 +17,7 @@ marked in the journal: only a crash between those two lines could repeat it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -53,6 +54,14 @@ log = get_logger(__name__)
 HASH_CHUNK = 1024 * 1024
 # Test-only: SIGKILL ourselves right after committing this step (see tests/watcher/test_service.py).
 KILL_AT_ENV = "WATCHER_TEST_KILL_AT"
+# What an operator can do about a file that cannot be moved out of the inbox.
+MOVE_HINTS = {
+    errno.EXDEV: "a file system is mounted inside the inbox: drop files onto the staging "
+    "root's own file system (move them, don't mount)",
+    errno.EACCES: "the daemon's user cannot write the file's folder",
+    errno.EPERM: "the file or its folder is immutable or append-only",
+    errno.EROFS: "the file's folder is on a read-only mount",
+}
 # Uploads of one file in all, crash retries and uploads after its input vanished included: a
 # bucket that keeps losing objects must not make an endless loop (the deadline then decides).
 MAX_UPLOAD_ATTEMPTS = 5
@@ -135,10 +144,10 @@ class Pipeline:
             staged_path=str(staged), key=key, size=st.st_size,
         )  # fmt: skip
         self._crash_point("discovered")
-        sub = await self._stage(sub)
-        if sub.state is State.DISCOVERED:
+        staged_sub = await self._stage(sub)
+        if staged_sub is not None and staged_sub.state is State.DISCOVERED:
             log.info("intake.taken", submission=sub.id, file=relative, bytes=st.st_size)
-        return sub
+        return staged_sub
 
     def _inspect(self, path: Path) -> tuple[os.stat_result | None, tuple[str, str] | None]:
         try:
@@ -150,22 +159,34 @@ class Pipeline:
         verdict = sniff(path, self._allowed)
         return st, None if verdict.ok else (verdict.reason, verdict.detail)
 
-    async def _stage(self, sub: Submission) -> Submission:
-        """Move the file from the inbox to processing/ (idempotent)."""
+    async def _stage(self, sub: Submission) -> Submission | None:
+        """Move the file from the inbox to processing/ (idempotent).
+
+        None if it cannot leave the inbox (another file system mounted inside it, no write
+        permission on its folder, a read-only mount): its row is dropped, the file stays where
+        it is and is tried again at the next rescan, so it is neither lost nor recorded twice.
+        """
         staged, source = Path(sub.staged_path), Path(sub.source_path)
 
-        def move() -> bool:
+        def move() -> OSError | None:
             if staged.exists():
-                return True
+                return None
             try:
                 source.rename(staged)
-            except FileNotFoundError:
-                return False
-            return True
+            except OSError as error:
+                return error
+            return None
 
-        if await asyncio.to_thread(move):
+        error = await asyncio.to_thread(move)
+        if error is None:
             return sub
-        return await self.fail(sub, "intake", "vanished", f"{source} disappeared before staging")
+        if isinstance(error, FileNotFoundError):
+            message = f"{source} disappeared before staging"
+            return await self.fail(sub, "intake", "vanished", message)
+        await self.journal.discard(sub.id)
+        hint = MOVE_HINTS.get(error.errno or 0, "")
+        log.warning("intake.cannot_take", file=sub.original_name, error=str(error), hint=hint)
+        return None
 
     # --- upload ---
 
@@ -498,7 +519,7 @@ class Pipeline:
                 continue
             if found.state is State.DISCOVERED:
                 staged = await self._stage(found)
-                if staged.state is not State.DISCOVERED:
+                if staged is None or staged.state is not State.DISCOVERED:
                     continue
             to_upload.append(found.id)
         if to_upload or self.awaiting:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import recognise
 from lambda_fn.settings import RecognitionOptions
 from tests.lambda_fn.clips import level_painter, write_clip
+from tests.mounts import small_tmpfs
 from tests.watcher_daemon import (
     MP4_HEAD,
     Cloud,
@@ -143,6 +145,39 @@ def test_symlink_to_etc_passwd_and_a_fifo_are_refused_without_blocking(
     assert after == before
     assert [k.rsplit("/", 1)[-1] for k in cloud.input_keys()] == ["after.mp4"]
     assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_a_file_that_cannot_leave_the_inbox_stays_without_piling_journal_rows(
+    tmp_path: Path, cloud: Cloud, function: StandInFunction, daemons: list[Daemon]
+) -> None:
+    """A subfolder of the inbox on another file system (a share mounted there): renaming its
+    files into processing/ fails (EXDEV). Regression: each rescan added a `discovered` row, and
+    after a restart, recovery crashed on them. Expected: the file stays where it is, each try
+    logs `intake.cannot_take` with the reason and leaves no row; other files go on; recovery
+    of a row left by a crash before the move drops that row and the daemon keeps running."""
+    daemon = Daemon(tmp_path / "node", cloud, rescan_interval_s=0.3, watch_subfolders=True)
+    daemons.append(daemon)
+    with small_tmpfs(daemon.inbox / "share", "8m") as share:
+        far = drop(share, "far.mp4", video_bytes("far"))
+        daemon.start()
+        refusals = daemon.wait_for("intake.cannot_take", lambda found: len(found) >= 3)
+        assert refusals[0]["file"] == "share/far.mp4"
+        assert "cross-device" in refusals[0]["error"]
+        drop(daemon.inbox, "near.mp4", video_bytes("near"))
+        daemon.wait_until(lambda: daemon.concluded(1))
+        assert [s.original_name for s in daemon.submissions()] == ["near.mp4"]
+
+        # Killed between recording the far file and moving it: the restart recovers the row.
+        daemon.stop()
+        daemon.start(WATCHER_TEST_KILL_AT="discovered")
+        assert daemon.wait_exit(20) == -signal.SIGKILL
+        assert len(daemon.submissions()) == 2
+        daemon.start()
+        daemon.wait_for("intake.cannot_take")
+        assert [s.original_name for s in daemon.submissions()] == ["near.mp4"]
+        assert far.read_bytes() == video_bytes("far")
+        assert daemon.proc is not None and daemon.proc.poll() is None
 
 
 # --- a file still being written ---

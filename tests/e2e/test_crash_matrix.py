@@ -16,13 +16,13 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults import FaultProxy
 from tests.local_stack import ServeLocal, provision_stack
+from tests.mounts import small_tmpfs
 from tests.watcher_daemon import (
     Cloud,
     Daemon,
@@ -165,22 +165,6 @@ def test_moto_down_for_a_minute_keeps_the_daemon_running(tmp_path: Path, unique_
 
 
 # --- the staging disk full ---
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(folder: Path) -> Path:

@@ -74,6 +74,18 @@ def test_concluded_count_counts_final_and_delivered_rows_only(tmp_path: Path) ->
     assert store.concluded_count() == 2
 
 
+def test_discard_forgets_only_a_discovered_row(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.sqlite3")
+    _create(store, "kept")
+    _create(store, "gone")
+    store.transition("kept", State.UPLOADING)
+    store.discard("gone")
+    assert [s.id for s in store.latest()] == ["kept"] and store.events("gone") == []
+    with pytest.raises(JournalConflict):
+        store.discard("kept")  # its file has left the inbox: forgetting it could lose it
+    assert store.get("kept").state is State.UPLOADING
+
+
 def test_prune_forgets_old_concluded_submissions_and_their_events_only(tmp_path: Path) -> None:
     store = JournalStore(tmp_path / "j.sqlite3")
     for sid in ("open", "undelivered", "delivered"):

@@ -65,6 +65,8 @@ MOVE_HINTS = {
 # Uploads of one file in all, crash retries and uploads after its input vanished included: a
 # bucket that keeps losing objects must not make an endless loop (the deadline then decides).
 MAX_UPLOAD_ATTEMPTS = 5
+INPUT_CHECKS_AT_ONCE = 8
+INPUT_CHECKS_PER_TICK = 256
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -374,7 +376,7 @@ class Pipeline:
         Returns the submissions to upload again: overdue because their input object vanished
         (a local cloud restarted without its state, a lifecycle rule, a person).
         """
-        upload_again: list[str] = []
+        to_check: list[Submission] = []
         self._input_seen &= self.awaiting.keys()
         for sub in list(self.awaiting.values()):
             waited = now - (sub.uploaded_at or sub.created_at)
@@ -393,9 +395,19 @@ class Pipeline:
                 sub = self.awaiting[sub.id] = await self.journal.update(  # noqa: PLW2901 -- the row with overdue set replaces the stale one
                     sub.id, overdue=True, event="result.overdue", detail={"waited_s": waited}
                 )
-            if sub.id not in self._input_seen and await self._input_vanished(sub):
-                upload_again.append(sub.id)
-        return upload_again
+            if sub.id not in self._input_seen:
+                to_check.append(sub)
+        # A few HEADs at once, and a bounded number per tick: a backlog of thousands gone
+        # overdue together must not hold up the listing of results.
+        limit = asyncio.Semaphore(INPUT_CHECKS_AT_ONCE)
+
+        async def check(sub: Submission) -> bool:
+            async with limit:
+                return await self._input_vanished(sub)
+
+        checked = to_check[:INPUT_CHECKS_PER_TICK]
+        vanished = await asyncio.gather(*(check(sub) for sub in checked))
+        return [sub.id for sub, gone in zip(checked, vanished, strict=True) if gone]
 
     async def _input_vanished(self, sub: Submission) -> bool:
         """If the input object is gone, reopen the submission for a new upload (bounded).

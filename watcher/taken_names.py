@@ -1,12 +1,13 @@
 """Which group stems a results folder already uses, without listing the folder per file.
 
-A stem is taken when a file is named exactly so or starts with it and a dot (`clip` is taken by
-`clip.mp4`, `clip.csv`, and also `clip.tar.gz`). Finding that out by listing the folder made
-each conclusion cost a scan of done/, which grows for as long as the node runs (10,000 results
-= 40,000 names to read per file). Instead each folder is listed once, then kept up to date with
-what this process moves in, and listed again after `RESCAN_S` to learn what others changed.
-Deletions only make the index cautious (a freed name looks taken: `clip_2` instead of `clip`);
-a name someone else adds in between is caught by the exact-name checks of the caller.
+A stem is taken when a file is named exactly so or starts with it and a dot (`clip` is taken
+by `clip`, `clip.mp4`, `clip.csv`, and also `clip.tar.gz`); the index holds the second kind.
+Finding that out by listing the folder made each conclusion cost a scan of done/, which grows
+for as long as the node runs (10,000 results = 40,000 names to read per file). Instead each
+folder is listed once, then kept up to date with what this process moves in, and listed again
+after `RESCAN_S` to learn what others changed. Deletions only make the index cautious (a freed
+name looks taken: `clip_2` instead of `clip`); a name someone else adds in between is caught by
+the exact-name checks of the caller.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ RESCAN_S = 60.0
 
 
 def stems_of(name: str) -> Iterator[str]:
-    """Every stem `name` takes: itself and each prefix ending before a dot.
+    """The stems `name` takes through a dot: each prefix ending before one.
 
-    `a.b.mp4` → `a.b.mp4`, `a.b`, `a` (a leading dot, as in `.hidden`, starts no stem).
+    `a.b.mp4` → `a.b`, `a` (a leading dot, as in `.hidden`, starts no stem). The name itself
+    is left out: whether a candidate is exactly an existing name, the caller asks the file
+    system, and leaving it out keeps the index to about two strings per group.
     """
-    yield name
     end = name.rfind(".")
     while end > 0:
         yield name[:end]

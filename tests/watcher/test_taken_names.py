@@ -11,11 +11,19 @@ from watcher.staging import Staging
 from watcher.taken_names import TakenStems, stems_of
 
 
-def test_stems_of_a_name_are_the_name_and_each_prefix_before_a_dot() -> None:
-    assert list(stems_of("a.b.mp4")) == ["a.b.mp4", "a.b", "a"]
-    assert list(stems_of("clip")) == ["clip"]
-    assert list(stems_of("clip.")) == ["clip.", "clip"]
-    assert list(stems_of(".hidden")) == [".hidden"]  # a leading dot starts no stem
+def test_stems_of_a_name_are_its_prefixes_before_a_dot() -> None:
+    assert list(stems_of("a.b.mp4")) == ["a.b", "a"]
+    assert list(stems_of("clip")) == []
+    assert list(stems_of("clip.")) == ["clip"]
+    assert list(stems_of(".hidden")) == []  # a leading dot starts no stem
+
+
+def test_a_name_without_a_dot_is_still_taken(tmp_path: Path, index: TakenStems) -> None:
+    staging = Staging(tmp_path)
+    staging.ensure()
+    (staging.done / "clip").touch()  # not in the index: the exact-name check finds it
+    assert staging.claim_group_name(staging.done, "clip.mp4").name == "clip_2.mp4"
+    assert index.scans == 1
 
 
 @pytest.fixture

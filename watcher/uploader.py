@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+# A HEAD has no body, so S3 answers a missing key with a bare status: 404 with s3:ListBucket on
+# the bucket, 403 without it (the watcher's IAM policy grants ListBucket only under an
+# s3:prefix condition, which a HEAD does not carry). For a key under the node's own prefix,
+# where it holds s3:GetObject, either means "not there"; a real denial fails the PUT that follows.
+ABSENT_ON_HEAD = frozenset({"404", "NoSuchKey", "NotFound", "403"})
 MAX_PARTS = 10_000  # S3's limit; larger files get larger parts.
 META_ORIGINAL_NAME = "original-name"
 META_SHA256 = "sha256"
@@ -346,7 +351,7 @@ class Uploader:
             try:
                 await self._s3.head_object(Bucket=self._bucket, Key=key)
             except Exception as error:
-                if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(error) in ABSENT_ON_HEAD:
                     return False
                 raise
             return True
@@ -361,7 +366,7 @@ class Uploader:
             try:
                 response = await self._s3.head_object(Bucket=self._bucket, Key=request.key)
             except Exception as error:
-                if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(error) in ABSENT_ON_HEAD:
                     return None
                 raise
             same = (

@@ -176,6 +176,35 @@ async def test_file_above_threshold_goes_multipart(
     assert original_name_from_metadata(head["Metadata"]) == "big.mp4"
 
 
+async def test_a_403_to_the_head_of_a_key_not_yet_stored_means_absent(
+    make_settings: SettingsFactory, s3: Any, tmp_path: Path
+) -> None:
+    """On AWS a HEAD of a missing key answers 403, not 404, without an unconditional
+    s3:ListBucket, and the watcher's policy grants ListBucket only with an s3:prefix
+    condition. Regression: the multipart path's "already stored?" HEAD took that 403 for
+    AccessDenied and failed every multipart upload at once."""
+    request = make_file(tmp_path, "big.mp4", 12 * MIB, seed=3)
+    async with FaultProxy(make_settings().endpoint_url or "") as proxy:
+
+        def completed() -> bool:
+            return any(s.method == "POST" and "uploadId" in s.query for s in proxy.seen)
+
+        # As AWS answers this policy: 403 while the key is absent, the object once it exists.
+        forbidden = proxy.fail(
+            1000, lambda seen: seen.method == "HEAD" and not completed(), status=403, code="403"
+        )
+        settings = make_settings(endpoint=proxy.url, multipart_threshold_mb=5, part_size_mb=5)
+        async with aws_clients(settings) as clients:
+            uploader = Uploader(clients.s3, settings)
+            assert not await uploader.stored(request.key)
+            result = await uploader.upload(request)
+            assert await uploader.stored(request.key)
+    assert forbidden.remaining == 1000 - 2  # stored(), then upload's "already stored?"
+    assert result.multipart
+    data = await read_object(s3, settings.input_bucket, request.key)
+    assert hashlib.sha256(data).hexdigest() == request.sha256
+
+
 async def test_interrupted_multipart_is_resumed_sending_only_missing_or_wrong_parts(
     make_settings: SettingsFactory, s3: Any, tmp_path: Path
 ) -> None:

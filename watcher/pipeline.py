@@ -398,27 +398,35 @@ class Pipeline:
             if sub.id not in self._input_seen:
                 to_check.append(sub)
         # A few HEADs at once, and a bounded number per tick: a backlog of thousands gone
-        # overdue together must not hold up the listing of results.
+        # overdue together must not hold up the listing of results. Once S3 cannot answer one
+        # (an outage, a partition), the rest wait for the next tick instead of timing out too.
         limit = asyncio.Semaphore(INPUT_CHECKS_AT_ONCE)
+        s3_silent = asyncio.Event()
 
         async def check(sub: Submission) -> bool:
             async with limit:
-                return await self._input_vanished(sub)
+                if s3_silent.is_set():
+                    return False
+                verdict = await self._input_vanished(sub)
+                if verdict is None:
+                    s3_silent.set()
+                return bool(verdict)
 
         checked = to_check[:INPUT_CHECKS_PER_TICK]
         vanished = await asyncio.gather(*(check(sub) for sub in checked))
         return [sub.id for sub, gone in zip(checked, vanished, strict=True) if gone]
 
-    async def _input_vanished(self, sub: Submission) -> bool:
+    async def _input_vanished(self, sub: Submission) -> bool | None:
         """If the input object is gone, reopen the submission for a new upload (bounded).
 
-        Asked once per overdue submission; when S3 cannot say (an outage), again next tick.
+        True: reopened; False: still there (or no attempts left); None: S3 cannot say now,
+        ask again next tick (the deadline still holds meanwhile).
         """
         try:
             present = await self.uploader.stored(sub.key)
-        except Exception as error:  # the deadline still holds meanwhile
+        except Exception as error:
             log.warning("input.check_failed", submission=sub.id, key=sub.key, error=str(error))
-            return False
+            return None
         if present or sub.attempts >= MAX_UPLOAD_ATTEMPTS:
             self._input_seen.add(sub.id)
             if not present:

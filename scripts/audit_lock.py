@@ -76,8 +76,8 @@ def fetch(url: str, body: bytes | None = None) -> bytes:
     if not url.startswith(("https://", "http://")):
         raise ValueError(f"not an http(s) URL: {url!r}")
     # The scheme is checked above, so urllib's file:/ftp: handlers cannot be reached (S310).
-    request = urllib.request.Request(url, data=body, headers={"User-Agent": "hybrid-audit"})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+    request = urllib.request.Request(url, data=body, headers={"User-Agent": "hybrid-audit"})  # noqa: S310 -- http(s) only, checked above
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 -- as above
         data: bytes = response.read()
     return data
 
@@ -122,7 +122,7 @@ def run_pip_audit(requirements: Path, service: list[str], ignore: Sequence[str])
     ]
     if cache := os.environ.get("AUDIT_CACHE_DIR"):
         command += ["--cache-dir", cache]
-    return subprocess.run(command, check=False).returncode  # noqa: S603 (our own argv)
+    return subprocess.run(command, check=False).returncode  # noqa: S603 -- our own argv, no shell
 
 
 def project_data(pypi_url: str, name: str) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import recognise
 from lambda_fn.settings import RecognitionOptions
 from tests.lambda_fn.clips import level_painter, write_clip
+from tests.local_stack import free_port
 from tests.mounts import small_tmpfs
 from tests.watcher_daemon import (
     MP4_HEAD,
@@ -307,13 +307,6 @@ async def test_a_file_changed_after_hashing_is_not_left_in_the_bucket(
 
 
 # --- a 5 GB sparse file: multipart with bounded memory ---
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.faults import FaultProxy
-from tests.local_stack import ServeLocal, provision_stack
+from tests.local_stack import MotoProcess, ServeLocal, provision_stack
 from tests.mounts import small_tmpfs
 from tests.watcher_daemon import (
     Cloud,
@@ -33,40 +30,6 @@ from tests.watcher_daemon import (
 from watcher.journal import State
 
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class MotoProcess:
-    """moto's server as a subprocess of its own, so a test can stop it (losing its state)."""
-
-    def __init__(self) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = self.url.rsplit(":", 1)[1]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1):  # noqa: S310 -- our own loopback URL
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise AssertionError("moto's server did not start") from None
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # an outage, not a shutdown: nothing is saved
-            self.proc.wait(10)
 
 
 # --- moto's server stopped, then a fresh (empty) one re-provisioned ---

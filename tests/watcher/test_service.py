@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import FaultProxy
+from tests.local_stack import free_port
 from tests.watcher_daemon import (
     Cloud,
     Daemon,
@@ -32,13 +33,6 @@ from tests.watcher_daemon import (
 from watcher.journal import State
 
 MIB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def assert_each_once_in(folder: Path, names: list[str], *, with_results: bool = True) -> None:
@@ -61,7 +55,7 @@ def test_dropped_videos_end_in_done_with_results(
     notify_name = f"@hybrid-watcher-test-{os.getpid()}-{time.monotonic_ns()}"
     notify.bind("\0" + notify_name[1:])
     notify.settimeout(10)
-    port = _free_port()
+    port = free_port()
     daemon = Daemon(tmp_path / "node", cloud, metrics_port=port)
     daemons.append(daemon)
     with notify:

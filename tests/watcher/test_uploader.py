@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import os
-import socket
-import subprocess
-import sys
-import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.faults import FaultProxy, Seen
+from tests.local_stack import MotoProcess
 from watcher.clients import aws_clients
 from watcher.pacing import MIB
 from watcher.settings import WatcherSettings
@@ -398,24 +394,11 @@ async def test_crc32_checksums_for_put_and_parts(
 @pytest.fixture
 def moto_process() -> Iterator[str]:
     """moto's server in its own process, so this process's memory is the uploader's alone."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = MotoProcess()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 @pytest.mark.slow

@@ -1,13 +1,16 @@
 """The staging area: inbox/ → processing/ → done/ | failed/ | rejected/ under one root.
 
-Every move is a rename within one file system, so a file is always wholly in one folder.
 A video and its results travel as a group sharing one stem (`clip.mp4`, `clip.csv`,
 `clip.json`, `clip.faces.jpg`, `clip.error.json`); names are de-duplicated per group, so a
-second `clip.mp4` becomes `clip_2.mp4` with `clip_2.csv` beside it.
+second `clip.mp4` becomes `clip_2.mp4` with `clip_2.csv` beside it. A claimed name is reserved
+until its group has arrived, and a move never replaces a file (`watcher/moves.py`): a group
+whose name was taken meanwhile stays whole in processing/ and is given another. done/ and
+failed/ may be other file systems (a share mounted there): the move copies then.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_common.keys import ResultKind
+from watcher.moves import TEMP_SUFFIX, move_no_replace, same_file
 from watcher.taken_names import TakenStems
 
 # Every suffix a group can hold besides the video's own extension.
@@ -114,44 +118,70 @@ class Staging:
         return video.with_name(stem + suffix)
 
     def claim_group_name(self, folder: Path, original_name: str) -> Path:
-        """A free video path in `folder` whose whole group (video + results) is unused."""
+        """A free video path in `folder` whose whole group (video + results) is unused.
+
+        The name stays reserved (no other claim gets it) until `release`: until its group has
+        arrived, even if `folder` refuses writes for days.
+        """
         # Long names are shortened so that every companion of the group fits too.
         stem, ext = split_stem(fit_name(flat_name(original_name)))
         with _TAKEN.lock:
             # Any `<candidate>.*` taken (another container's video, an orphan result) would make
             # the group ambiguous. The index knows the folder without listing it each time.
-            taken = _TAKEN.stems(folder)
+            taken, held = _TAKEN.stems(folder), _TAKEN.held(folder)
             for n in range(1, 100_000):
                 candidate = stem if n == 1 else f"{stem}_{n}"
-                if candidate in taken:
+                if candidate in taken or candidate in held:
                     continue
                 # What others added since the index was listed: the group's own names.
                 group = (candidate, candidate + ext, *(candidate + s for s in RESULT_SUFFIXES))
-                found = [name for name in group if (folder / name).exists()]
+                found = [name for name in group if os.path.lexists(folder / name)]
                 if found:
                     _TAKEN.add(folder, found)
                     continue
+                _TAKEN.reserve(folder, candidate + ext)
                 return folder / (candidate + ext)
         raise FileExistsError(f"no free name for {original_name!r} in {folder}")
+
+    def reserve(self, final_video: Path) -> None:
+        """Hold a group's name claimed before (by an earlier run: the journal says which)."""
+        _TAKEN.reserve(final_video.parent, final_video.name)
+
+    def release(self, final_video: Path) -> None:
+        """The group is in place (or was given another name): no need to hold this one."""
+        _TAKEN.release(final_video.parent, final_video.name)
 
     def move_group(self, staged_video: Path, final_video: Path) -> list[Path]:
         """Move a video and whichever result files sit beside it; idempotent after a crash.
 
         Results move first and the video last, so a video in done/ always has its results.
+        Raises FileExistsError, having moved nothing, if a file of someone else's holds one of
+        the group's names: the caller claims another name. A member already at its target (a
+        move a crash interrupted) is completed, not duplicated.
         """
+        pairs = [
+            (self.companion(staged_video, suffix), self.companion(final_video, suffix))
+            for suffix in RESULT_SUFFIXES
+        ]
+        pairs.append((staged_video, final_video))
+        pending = [(src, dst) for src, dst in pairs if os.path.lexists(src)]
+        taken = [dst for src, dst in pending if os.path.lexists(dst) and not same_file(src, dst)]
+        if taken:
+            raise FileExistsError(errno.EEXIST, "name taken since it was claimed", str(taken[0]))
         moved = []
-        for suffix in RESULT_SUFFIXES:
-            src = self.companion(staged_video, suffix)
-            if src.exists():
-                dst = self.companion(final_video, suffix)
-                src.rename(dst)
-                moved.append(dst)
-        if staged_video.exists() or staged_video.is_symlink():
-            staged_video.rename(final_video)
-            moved.append(final_video)
+        try:
+            for src, dst in pending:
+                move_no_replace(src, dst)
+                moved.append((src, dst))
+        except FileExistsError:
+            # Taken between the check and the move: put back what moved, so the group stays
+            # whole under one name.
+            for src, dst in reversed(moved):
+                move_no_replace(dst, src)
+            raise
         fsync_dir(final_video.parent)
-        _TAKEN.add(final_video.parent, (path.name for path in moved))
-        return moved
+        _TAKEN.add(final_video.parent, (dst.name for _, dst in moved))
+        return [dst for _, dst in moved]
 
     def reject(self, path: Path, reason: str, detail: str = "") -> Path:
         """Move anything (even a symlink or FIFO: rename never opens it) to rejected/."""
@@ -168,12 +198,18 @@ class Staging:
         return target
 
     def clear_temporaries(self) -> int:
-        """Remove half-written `.<name>.<pid>.tmp` files a killed process left in processing/."""
+        """Remove half-written files a killed process left: `.<name>.<pid>.tmp` in
+        processing/, `.<name>.moving` (a copy into another file system) in done/ and failed/."""
         removed = 0
         for entry in _walk_files(self.processing):
             if entry.name.startswith(".") and entry.name.endswith(".tmp"):
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
+        for folder in (self.done, self.failed):
+            for entry in _walk_files(folder):
+                if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed += 1
         return removed
 
     def purge_older_than(self, folder: Path, max_age_s: float, now: float | None = None) -> int:

@@ -8,6 +8,11 @@ folder is listed once, then kept up to date with what this process moves in, and
 after `RESCAN_S` to learn what others changed. Deletions only make the index cautious (a freed
 name looks taken: `clip_2` instead of `clip`); a name someone else adds in between is caught by
 the exact-name checks of the caller.
+
+A claimed name is *reserved* until its group is on disk: a group concluded while done/ refuses
+writes has a name in the journal and no file yet, and a second `clip.mp4` handed the same name
+would replace the first once done/ is writable. Reservations outlive rescans; after a restart
+they are made again from the journal's undelivered rows.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class TakenStems:
         self.scans = 0  # how many folder listings so far (tests count them)
         self._stems: dict[Path, set[str]] = {}
         self._scanned_at: dict[Path, float] = {}
+        self._reserved: dict[Path, dict[str, set[str]]] = {}  # folder → name → its stems
 
     def stems(self, folder: Path) -> set[str]:
         """The folder's taken stems, listing it first if unknown or older than `rescan_s`."""
@@ -52,6 +58,27 @@ class TakenStems:
                 self._stems[folder] = self._scan(folder)
                 self._scanned_at[folder] = now
             return self._stems[folder]
+
+    def held(self, folder: Path) -> set[str]:
+        """The stems reserved in `folder` (kept apart from the listing: a release frees them)."""
+        with self.lock:
+            return {stem for stems in self._reserved.get(folder, {}).values() for stem in stems}
+
+    def reserve(self, folder: Path, name: str) -> None:
+        """Hold `name` (and the stems it takes) for a group not yet moved into `folder`."""
+        with self.lock:
+            stems = {*stems_of(name), name.rpartition(".")[0] or name}
+            self._reserved.setdefault(folder, {})[name] = stems
+
+    def release(self, folder: Path, name: str) -> None:
+        """The group is in `folder` (a listing sees it now), or went elsewhere."""
+        with self.lock:
+            self._reserved.get(folder, {}).pop(name, None)
+
+    def reserved(self, folder: Path) -> set[str]:
+        """The names held in `folder` for groups not moved there yet."""
+        with self.lock:
+            return set(self._reserved.get(folder, {}))
 
     def add(self, folder: Path, names: Iterable[str]) -> None:
         """Record names this process just put into `folder` (nothing if it is not indexed)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.mounts import small_tmpfs
 from watcher.staging import Staging, split_stem, write_atomic
 
 
@@ -34,15 +36,22 @@ def test_split_stem() -> None:
 
 def test_group_names_avoid_videos_and_results(staging: Staging) -> None:
     done = staging.done
-    assert staging.claim_group_name(done, "clip.mp4") == done / "clip.mp4"
+
+    def claim(name: str) -> Path:
+        """A claim whose group then goes elsewhere: only the folder's files hold names."""
+        claimed = staging.claim_group_name(done, name)
+        staging.release(claimed)
+        return claimed
+
+    assert claim("clip.mp4") == done / "clip.mp4"
     (done / "clip.mp4").write_bytes(b"v")
-    assert staging.claim_group_name(done, "clip.mp4") == done / "clip_2.mp4"
+    assert claim("clip.mp4") == done / "clip_2.mp4"
     # Another container with the same stem would share clip.csv: it must move aside too.
-    assert staging.claim_group_name(done, "clip.mov") == done / "clip_2.mov"
+    assert claim("clip.mov") == done / "clip_2.mov"
     (done / "clip_2.error.json").write_text("{}")
-    assert staging.claim_group_name(done, "clip.mkv") == done / "clip_3.mkv"
+    assert claim("clip.mkv") == done / "clip_3.mkv"
     # Subfolder names are flattened, never recreated in done/.
-    assert staging.claim_group_name(done, "cam1/clip.mp4") == done / "cam1__clip.mp4"
+    assert claim("cam1/clip.mp4") == done / "cam1__clip.mp4"
 
 
 def test_move_group_moves_results_and_is_idempotent(staging: Staging) -> None:
@@ -103,3 +112,105 @@ def test_half_written_temporaries_are_cleared(staging: Staging) -> None:
     (staging.processing / "x_clip.mp4").write_bytes(b"video")
     assert staging.clear_temporaries() == 1
     assert [p.name for p in staging.processing.iterdir()] == ["x_clip.mp4"]
+
+
+# --- names are reserved when claimed; a move never replaces anything ---
+
+
+def _staged_group(staging: Staging, tag: str, *suffixes: str) -> Path:
+    """A video in processing/ with the given companions, each holding `tag`."""
+    staged = staging.processing_path(f"20260101T000000Z-{abs(hash(tag)) % 2**32:08x}", "clip.mp4")
+    staged.write_bytes(f"video {tag}".encode())
+    for suffix in suffixes:
+        staging.companion(staged, suffix).write_text(f"{suffix} {tag}")
+    return staged
+
+
+def test_a_claimed_name_stays_reserved_while_its_group_cannot_arrive(staging: Staging) -> None:
+    """done/ refusing writes: the first `clip.mp4` is concluded but not moved; a second
+    `clip.mp4` must not be handed the same name (it would replace the first one later)."""
+    first = staging.claim_group_name(staging.done, "clip.mp4")
+    second = staging.claim_group_name(staging.done, "clip.mp4")
+    assert (first.name, second.name) == ("clip.mp4", "clip_2.mp4")
+    # A restart forgets what this process claimed: recovery reserves the journal's names.
+    staging.release(first)
+    staging.reserve(first)
+    assert staging.claim_group_name(staging.done, "clip.mov").name == "clip_3.mov"
+
+
+def test_a_move_never_replaces_a_video_that_appeared_at_the_target(staging: Staging) -> None:
+    staged = _staged_group(staging, "ours", ".csv", ".json")
+    final = staging.claim_group_name(staging.done, "clip.mp4")
+    (staging.done / "clip.mp4").write_bytes(b"theirs")  # someone else's, after the claim
+    with pytest.raises(FileExistsError):
+        staging.move_group(staged, final)
+    assert (staging.done / "clip.mp4").read_bytes() == b"theirs"
+    # Nothing of the group moved: it stays whole in processing/ for a new name.
+    assert sorted(p.name for p in staging.done.iterdir()) == ["clip.mp4"]
+    assert staged.read_bytes() == b"video ours"
+    assert staging.companion(staged, ".csv").read_text() == ".csv ours"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".faces.jpg", ".error.json"])
+def test_a_companion_already_at_the_target_is_not_replaced(staging: Staging, suffix: str) -> None:
+    staged = _staged_group(staging, "ours", suffix)
+    final = staging.claim_group_name(staging.done, "clip.mp4")
+    (staging.done / f"clip{suffix}").write_text("theirs")
+    with pytest.raises(FileExistsError):
+        staging.move_group(staged, final)
+    assert (staging.done / f"clip{suffix}").read_text() == "theirs"
+    assert staging.companion(staged, suffix).read_text() == f"{suffix} ours"
+    assert not (staging.done / "clip.mp4").exists()
+
+
+# --- done/ on another file system (a share mounted there) ---
+
+
+@pytest.fixture
+def split_staging(tmp_path: Path) -> Iterator[Staging]:
+    """Staging whose done/ is another file system (a tmpfs): every rename into it is EXDEV."""
+    root = tmp_path / "root"
+    with small_tmpfs(root / "done", "8m"):
+        area = Staging(root)
+        area.ensure()
+        yield area
+
+
+def test_a_group_moves_into_another_file_system(split_staging: Staging) -> None:
+    staging = split_staging
+    staged = _staged_group(staging, "ours", ".csv", ".json", ".faces.jpg")
+    final = staging.claim_group_name(staging.done, "clip.mp4")
+    moved = staging.move_group(staged, final)
+    assert sorted(p.name for p in moved) == ["clip.csv", "clip.faces.jpg", "clip.json", "clip.mp4"]
+    assert sorted(p.name for p in staging.done.iterdir()) == sorted(p.name for p in moved)
+    assert (staging.done / "clip.mp4").read_bytes() == b"video ours"
+    assert (staging.done / "clip.csv").read_text() == ".csv ours"
+    assert list(staging.processing.iterdir()) == []
+
+
+def test_a_copy_interrupted_after_its_rename_is_completed_not_duplicated(
+    split_staging: Staging,
+) -> None:
+    """kill -9 between the copy's rename into done/ and the unlink of the source: both exist
+    with the same bytes. Moving again keeps the one in done/ and removes the source."""
+    staging = split_staging
+    staged = _staged_group(staging, "ours", ".csv")
+    final = staging.claim_group_name(staging.done, "clip.mp4")
+    (staging.done / "clip.csv").write_text(".csv ours")  # the CSV's copy had landed
+    (staging.done / ".clip.mp4.moving").write_bytes(b"vid")  # the video's copy was cut short
+    staging.move_group(staged, final)
+    assert sorted(p.name for p in staging.done.iterdir()) == ["clip.csv", "clip.mp4"]
+    assert (staging.done / "clip.mp4").read_bytes() == b"video ours"
+    assert list(staging.processing.iterdir()) == []
+
+
+def test_a_copy_never_replaces_a_different_file_at_the_target(split_staging: Staging) -> None:
+    staging = split_staging
+    staged = _staged_group(staging, "ours", ".csv")
+    final = staging.claim_group_name(staging.done, "clip.mp4")
+    (staging.done / "clip.csv").write_text("theirs")
+    with pytest.raises(FileExistsError):
+        staging.move_group(staged, final)
+    assert (staging.done / "clip.csv").read_text() == "theirs"
+    assert staged.exists() and staging.companion(staged, ".csv").read_text() == ".csv ours"
+    assert sorted(p.name for p in staging.done.iterdir()) == ["clip.csv"]

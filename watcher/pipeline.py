@@ -21,7 +21,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import signal
 import stat
 import time
@@ -33,7 +32,7 @@ import structlog
 
 from hybrid_common.keys import InputKey, ResultKind, node_prefix, safe_name, stem_of
 from hybrid_common.logs import get_logger
-from hybrid_common.results import ErrorDoc, parse_csv
+from hybrid_common.results import ErrorDoc, PersonRow, parse_csv, render_csv
 from watcher.journal import OPEN, AsyncJournal, State, Submission, new_submission_id
 from watcher.metrics import Metrics
 from watcher.results import ResultPoller, ResultReady
@@ -67,6 +66,8 @@ MOVE_HINTS = {
 MAX_UPLOAD_ATTEMPTS = 5
 INPUT_CHECKS_AT_ONCE = 8
 INPUT_CHECKS_PER_TICK = 256
+# New names tried for one group whose name keeps being taken before it moves in.
+MAX_RENAMES = 5
 
 
 def sha256_of(path: Path) -> tuple[str, int]:
@@ -272,21 +273,20 @@ class Pipeline:
                 await self.trigger(sub)
 
     async def _reuse(self, sub: Submission, earlier: Submission, sha256: str) -> bool:
-        """Copy an earlier identical video's results; False if they are gone (retention)."""
-        assert earlier.final_path is not None  # noqa: S101 -- delivered rows have one
-        source, staged = Path(earlier.final_path), Path(sub.staged_path)
+        """Answer from what the journal recorded for an earlier identical video; False (so it
+        is uploaded) if the record lacks the CSV rows.
 
-        def copy() -> bool:
-            if not self.staging.companion(source, ResultKind.CSV.value).exists():
-                return False
-            for kind in (ResultKind.DETAILS, ResultKind.FACES, ResultKind.CSV):
-                src = self.staging.companion(source, kind.value)
-                if src.exists():
-                    shutil.copyfile(src, self.staging.companion(staged, kind.value))
-            return True
-
-        if not await asyncio.to_thread(copy):
+        Never from the earlier result's path: done/ may have been emptied (by a person, or
+        retention) and the name given to another video since, whose CSV would be filed here.
+        The details JSON and contact sheet are not in the journal, so a reused result has
+        only its CSV (`on_duplicate = "reprocess"` gives all of them).
+        """
+        rows = recorded_rows(earlier.result)
+        if rows is None:
+            log.info("result.not_reusable", earlier=earlier.id, reason="no rows recorded")
             return False
+        target = self.staging.companion(Path(sub.staged_path), ResultKind.CSV.value)
+        await asyncio.to_thread(write_atomic, target, render_csv(rows).encode())
         summary = {**(earlier.result or {}), "reused_from": earlier.id}
         summary["latency_s"] = round(time.time() - sub.created_at, 3)
         await self.conclude(sub, State.DONE, result=summary, event="result.reused", sha256=sha256)
@@ -484,14 +484,35 @@ class Pipeline:
             return await self.deliver(sub)
 
     async def deliver(self, sub: Submission) -> Submission:
-        """Move a concluded group out of processing/ and announce it (idempotent)."""
+        """Move a concluded group out of processing/ and announce it (idempotent).
+
+        If a file has taken one of the group's names since it was claimed, the group moves
+        nowhere and gets another name, committed before it moves (`delivery.renamed`).
+        """
         assert sub.final_path is not None  # noqa: S101 -- concluded rows have one
-        await asyncio.to_thread(
-            self.staging.move_group, Path(sub.staged_path), Path(sub.final_path)
-        )
+        staged, final = Path(sub.staged_path), Path(sub.final_path)
+        for attempt in range(1, MAX_RENAMES + 1):
+            try:
+                await asyncio.to_thread(self.staging.move_group, staged, final)
+                break
+            except FileExistsError as error:
+                if attempt == MAX_RENAMES:
+                    raise
+                new = await asyncio.to_thread(
+                    self.staging.claim_group_name, final.parent, sub.original_name
+                )
+                moved = {"from": str(final), "to": str(new), "taken": error.filename}
+                log.warning("delivery.renamed", submission=sub.id, **moved)
+                sub = await self.journal.update(
+                    sub.id, final_path=str(new), event="delivery.renamed", detail=moved
+                )
+                self.staging.release(final)
+                final = new
         self._crash_point("moved")
         self._announce(sub)
-        return await self.journal.update(sub.id, delivered=True)
+        sub = await self.journal.update(sub.id, delivered=True)
+        self.staging.release(final)  # the group's files hold its name from now on
+        return sub
 
     def _announce(self, sub: Submission) -> None:
         result = sub.result or {}
@@ -519,19 +540,36 @@ class Pipeline:
         they reach done/ once the folder is fixed, without waiting for a restart."""
         # Under the finish lock: a row concluded but not yet moved by conclude() is not stuck.
         async with self._finish_lock:
+            refusing: set[Path] = set()
             for sub in await self.journal.undelivered():
+                folder = Path(sub.final_path or "").parent
+                if folder in refusing:
+                    continue  # the same folder will refuse the others too: next tick
                 try:
                     await self.deliver(sub)
                 except Exception as error:  # a full disk fails the journal too (sqlite3)
                     log.warning("delivery.failed", submission=sub.id, path=sub.final_path,
                                 error=str(error))  # fmt: skip
-                    return  # the same folder will refuse the others too: next tick
+                    refusing.add(folder)
 
     async def recover(self) -> list[str]:
-        """Finish what a crash interrupted; returns the ids to (re-)upload, oldest first."""
-        for sub in await self.journal.undelivered():
+        """Finish what a crash interrupted; returns the ids to (re-)upload, oldest first.
+
+        A group that cannot be moved now (done/ locked, full) stays in processing/ and is
+        retried by `redeliver`: one such group must not stop the daemon from starting.
+        """
+        undelivered = await self.journal.undelivered()
+        # Their names were claimed by an earlier run: no new claim may take them.
+        for sub in undelivered:
+            if sub.final_path:
+                self.staging.reserve(Path(sub.final_path))
+        for sub in undelivered:
             log.info("recovery.delivering", submission=sub.id, state=str(sub.state))
-            await self.deliver(sub)
+            try:
+                await self.deliver(sub)
+            except Exception as error:
+                log.warning("recovery.delivery_failed", submission=sub.id, path=sub.final_path,
+                            error=str(error), action="retried every housekeeping tick")  # fmt: skip
         to_upload: list[str] = []
         for found in await self.journal.in_states(OPEN):
             if found.state is State.UPLOADED:
@@ -545,6 +583,19 @@ class Pipeline:
         if to_upload or self.awaiting:
             log.info("recovery.resumed", uploads=len(to_upload), awaiting=len(self.awaiting))
         return to_upload
+
+
+def recorded_rows(result: dict[str, Any] | None) -> list[PersonRow] | None:
+    """The CSV rows a journal result summary holds, or None if it holds none (older rows)."""
+    rows = (result or {}).get("rows")
+    if not isinstance(rows, list):
+        return None
+    parsed = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(f, str) for f in row)):
+            return None
+        parsed.append(PersonRow(*row))
+    return parsed
 
 
 def make_invoke(

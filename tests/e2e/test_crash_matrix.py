@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,39 +186,106 @@ def test_staging_disk_full_then_freed(tmp_path: Path, cloud: Cloud) -> None:
 # --- done/ refusing writes ---
 
 
+@contextlib.contextmanager
+def locked(folder: Path) -> Iterator[None]:
+    """`folder` refuses new names (`chattr +i`: root ignores chmod 000) until the block ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["chattr", "+i", str(folder)], check=False).returncode:
+        pytest.skip("chattr +i is not supported on this filesystem")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_done_folder_not_writable_then_fixed(tmp_path: Path, cloud: Cloud) -> None:
-    """Expected: the result is fetched and kept (journal + processing/), the failed move is
-    logged, the daemon keeps running, and once done/ is writable again the result is delivered
-    there without a restart, announced once. (`chattr +i`, since root ignores chmod 000.)"""
+def test_done_folder_not_writable_across_a_restart_then_fixed(tmp_path: Path, cloud: Cloud) -> None:
+    """Expected: each result is fetched and kept (journal + processing/), the failed move is
+    logged, and the daemon keeps running — also when restarted while done/ still refuses
+    writes: recovery logs the group it cannot deliver and the inbox is read. A second
+    `clip.mp4` gets its own name (the first one's is reserved, across the restart too). Once
+    done/ is writable again, both arrive without a restart, announced once each; a file put
+    at a reserved name meanwhile is never replaced (the group takes the next free name)."""
     daemon = Daemon(tmp_path / "node", cloud)
+    first, second = video_bytes("first"), video_bytes("second")
     with StandInFunction(cloud):
         try:
             daemon.start()
-            daemon.done.mkdir(parents=True, exist_ok=True)
-            locked = subprocess.run(["chattr", "+i", str(daemon.done)], check=False)
-            if locked.returncode:
-                pytest.skip("chattr +i is not supported on this filesystem")
-            try:
-                drop(daemon.inbox, "clip.mp4", video_bytes("clip"))
+            with locked(daemon.done):
+                drop(daemon.inbox, "clip.mp4", first)
                 daemon.wait_for("result.collect_failed")
+                daemon.stop()
+                daemon.start()  # used to exit 1 here, at every start (systemd: every 5 s)
+                assert daemon.events("recovery.delivery_failed", run=2)
+                drop(daemon.inbox, "clip.mp4", second)  # the inbox is read
+                daemon.wait_until(lambda: len(daemon.submissions()) == 2)
+                daemon.wait_until(
+                    lambda: all(s.final_path for s in daemon.submissions()), timeout=20
+                )
                 time.sleep(1)
                 assert daemon.proc is not None and daemon.proc.poll() is None
                 assert list(daemon.done.iterdir()) == []
-                [sub] = daemon.submissions()
-                assert sub.result is not None and sub.result["people"] == ["alice", "bob"]
-                assert (daemon.root / "processing").exists()
+                finals = {s.id: Path(s.final_path or "").name for s in daemon.submissions()}
+                assert sorted(finals.values()) == ["clip.mp4", "clip_2.mp4"]
+                for sub in daemon.submissions():
+                    assert sub.result is not None and sub.result["people"] == ["alice", "bob"]
+                # Frozen while done/ is unlocked and someone puts a file at the first
+                # group's reserved name: no housekeeping tick can come in between.
+                daemon.signal(signal.SIGSTOP)
+            try:
+                (daemon.done / "clip.mp4").write_bytes(b"an operator's own clip.mp4")
             finally:
-                subprocess.run(["chattr", "-i", str(daemon.done)], check=True)
-            daemon.wait_until(lambda: daemon.concluded(1), timeout=20)
+                daemon.signal(signal.SIGCONT)
+            daemon.wait_until(lambda: daemon.concluded(2), timeout=20)
             assert daemon.proc.poll() is None
         finally:
             daemon.stop()
     assert sorted(p.name for p in daemon.done.iterdir()) == [
-        "clip.csv", "clip.faces.jpg", "clip.json", "clip.mp4",
+        "clip.mp4",
+        "clip_2.csv", "clip_2.faces.jpg", "clip_2.json", "clip_2.mp4",
+        "clip_3.csv", "clip_3.faces.jpg", "clip_3.json", "clip_3.mp4",
     ]  # fmt: skip
+    assert (daemon.done / "clip.mp4").read_bytes() == b"an operator's own clip.mp4"
+    assert (daemon.done / "clip_2.mp4").read_bytes() == second
+    assert (daemon.done / "clip_3.mp4").read_bytes() == first
+    assert list((daemon.root / "processing").iterdir()) == []
+    received = {e["submission"]: Path(e["path"]).name for e in daemon.events("result.received")}
+    assert sorted(received.values()) == ["clip_2.mp4", "clip_3.mp4"]
+    assert len(daemon.events("result.received")) == 2
+    [renamed] = daemon.events("delivery.renamed")
+    assert Path(renamed["from"]).name == "clip.mp4" and Path(renamed["to"]).name == "clip_3.mp4"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_done_folder_on_another_file_system_delivers(tmp_path: Path, cloud: Cloud) -> None:
+    """Expected: done/ being another file system (a share mounted there: every rename is
+    EXDEV) changes nothing visible: each group is copied in and announced once; nothing is
+    left in processing/, no temporary in done/, and a restart finds nothing to redo."""
+    root = tmp_path / "node"
+    with small_tmpfs(root / "done", "8m"), StandInFunction(cloud):
+        daemon = Daemon(root, cloud)
+        try:
+            daemon.start()
+            drop(daemon.inbox, "clip.mp4", video_bytes("clip"))
+            drop(daemon.inbox, "broken.mp4", video_bytes("broken"))
+            daemon.wait_until(lambda: daemon.concluded(2), timeout=30)
+            daemon.stop()
+            daemon.start()
+            time.sleep(1)
+            assert daemon.proc is not None and daemon.proc.poll() is None
+        finally:
+            daemon.stop()
+        assert sorted(p.name for p in daemon.done.iterdir()) == [
+            "clip.csv", "clip.faces.jpg", "clip.json", "clip.mp4",
+        ]  # fmt: skip
+        assert (daemon.done / "clip.mp4").read_bytes() == video_bytes("clip")
+        assert (daemon.done / "clip.csv").read_text() == "alice,physics,2026\nbob,cs,2027\n"
+    assert sorted(p.name for p in daemon.failed.iterdir()) == ["broken.error.json", "broken.mp4"]
+    assert list((root / "processing").iterdir()) == []
     assert len(daemon.events("result.received")) == 1
+    assert daemon.events("delivery.failed") == daemon.events("recovery.delivering") == []
 
 
 # --- a restart with rejections in the journal ---

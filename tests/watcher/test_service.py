@@ -260,6 +260,45 @@ def test_retention_empties_done_and_forgets_the_journal_rows(
         assert store.events() == []
 
 
+def test_a_reused_result_is_rebuilt_from_the_journal_not_read_from_the_old_path(
+    tmp_path: Path, cloud: Cloud, function: StandInFunction, daemons: list[Daemon]
+) -> None:
+    """`on_duplicate = "reuse"`: the answer for the same bytes comes from what the journal
+    recorded for them. After done/ was emptied (by a person, or retention) another group took
+    the earlier path `done/clip.csv`; reusing must not file that group's CSV beside this
+    video. Without the rows in the journal (an older row), the video is uploaded again."""
+    daemon = Daemon(tmp_path / "node", cloud)
+    daemons.append(daemon)
+    daemon.start()
+    data = video_bytes("clip")
+    drop(daemon.inbox, "clip.mp4", data)
+    daemon.wait_until(lambda: daemon.concluded(1))
+    for path in daemon.done.iterdir():
+        path.unlink()
+    # Another video's group, since: its own CSV at the earlier submission's path.
+    (daemon.done / "clip.mp4").write_bytes(video_bytes("another"))
+    (daemon.done / "clip.csv").write_text("carol,art,2025\n")
+
+    drop(daemon.inbox, "clip.mp4", data)
+    daemon.wait_until(lambda: daemon.concluded(2))
+    [reused] = [e for e in daemon.events("result.received") if e["reused_from"]]
+    assert Path(reused["path"]).name == "clip_2.mp4" and reused["people"] == ["alice", "bob"]
+    assert (daemon.done / "clip_2.csv").read_text() == "alice,physics,2026\nbob,cs,2027\n"
+    assert (daemon.done / "clip.csv").read_text() == "carol,art,2025\n"
+    assert len(cloud.input_keys()) == 1
+
+    with daemon.journal() as store:  # rows recorded without their CSV rows
+        for sub in store.latest():
+            assert sub.result is not None
+            store.update(sub.id, result={"people": sub.result["people"]})
+    drop(daemon.inbox, "clip.mp4", data)
+    daemon.wait_until(lambda: daemon.concluded(3))
+    last = daemon.events("result.received")[-1]
+    assert Path(last["path"]).name == "clip_3.mp4" and last["reused_from"] is None
+    assert (daemon.done / "clip_3.csv").read_text() == "alice,physics,2026\nbob,cs,2027\n"
+    assert len(cloud.input_keys()) == 2  # answered by the function again
+
+
 @pytest.mark.slow
 def test_an_input_object_that_vanished_is_uploaded_again(
     tmp_path: Path, cloud: Cloud, daemons: list[Daemon]

@@ -82,3 +82,18 @@ def test_rejections_claim_their_names_through_the_index(tmp_path: Path, index: T
         target = staging.reject(staging.inbox / "bad.mp4", "not_a_video")
         assert target.name == ("bad.mp4" if n == 0 else f"bad_{n + 1}.mp4")
     assert index.scans == 1
+
+
+def test_a_reserved_name_outlives_new_listings_until_released(tmp_path: Path) -> None:
+    """A group concluded while done/ refuses writes has a name and no file: each new listing
+    would forget it, so reservations are kept apart from what a listing finds."""
+    index = TakenStems(rescan_s=0.0)
+    folder = tmp_path / "done"
+    folder.mkdir()
+    index.reserve(folder, "clip.mp4")
+    index.reserve(folder, "noext")
+    index.stems(folder)  # listed again: done/ is still empty
+    assert index.held(folder) == {"clip", "noext"}
+    assert index.reserved(folder) == {"clip.mp4", "noext"}
+    index.release(folder, "clip.mp4")
+    assert index.held(folder) == {"noext"}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_common.keys import ResultKind
-from watcher.moves import TEMP_SUFFIX, move_no_replace, same_file
+from watcher.moves import TEMP_SUFFIX, move_no_replace, rename_no_replace, same_file
 from watcher.taken_names import TakenStems
 
 # Every suffix a group can hold besides the video's own extension.
@@ -72,6 +72,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """As `write_atomic`, but never replacing a file at `path` (FileExistsError)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        rename_no_replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +147,10 @@ class Staging:
                 if candidate in taken or candidate in held:
                     continue
                 # What others added since the index was listed: the group's own names.
-                group = (candidate, candidate + ext, *(candidate + s for s in RESULT_SUFFIXES))
+                group = (
+                    candidate, candidate + ext, candidate + ext + REASON_SUFFIX,
+                    *(candidate + s for s in RESULT_SUFFIXES),
+                )  # fmt: skip
                 found = [name for name in group if os.path.lexists(folder / name)]
                 if found:
                     _TAKEN.add(folder, found)
@@ -187,11 +203,17 @@ class Staging:
         """Move anything (even a symlink or FIFO: rename never opens it) to rejected/."""
         relative = os.path.relpath(path, self.inbox)
         with _TAKEN.lock:  # no other claim between this one and the rename
-            target = self.claim_group_name(self.rejected, relative)
-            path.rename(target)
+            while True:
+                target = self.claim_group_name(self.rejected, relative)
+                try:
+                    rename_no_replace(path, target)
+                    break
+                except FileExistsError:
+                    continue  # taken since the claim (by someone else): the next name
             _TAKEN.add(self.rejected, [target.name, target.name + REASON_SUFFIX])
+            _TAKEN.release(self.rejected, target.name)
         doc = {"file": relative, "reason": reason, "detail": detail, "at": _utc_now()}
-        write_atomic(
+        write_new(
             target.with_name(target.name + REASON_SUFFIX),
             (json.dumps(doc, indent=2) + "\n").encode(),
         )

@@ -163,6 +163,19 @@ def test_a_companion_already_at_the_target_is_not_replaced(staging: Staging, suf
     assert not (staging.done / "clip.mp4").exists()
 
 
+def test_a_rejection_never_replaces_a_reason_file_put_there_since_the_listing(
+    staging: Staging,
+) -> None:
+    staging.release(staging.claim_group_name(staging.rejected, "warm-up.mp4"))  # listed now
+    (staging.rejected / "bad.mp4.reason.json").write_text("theirs")
+    (staging.inbox / "bad.mp4").write_text("not a video")
+    moved = staging.reject(staging.inbox / "bad.mp4", "not a video")
+    assert (staging.rejected / "bad.mp4.reason.json").read_text() == "theirs"
+    assert moved.name == "bad_2.mp4" and moved.read_text() == "not a video"
+    reason = json.loads((staging.rejected / "bad_2.mp4.reason.json").read_text())
+    assert reason["reason"] == "not a video"
+
+
 # --- done/ on another file system (a share mounted there) ---
 
 

@@ -230,7 +230,10 @@ class Staging:
         for folder in (self.done, self.failed):
             for entry in _walk_files(folder):
                 if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
-                    Path(entry.path).unlink(missing_ok=True)
+                    try:
+                        Path(entry.path).unlink(missing_ok=True)
+                    except OSError:
+                        continue  # a locked done/ must not stop start-up; the next copy redoes it
                     removed += 1
         return removed
 

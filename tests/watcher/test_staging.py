@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,18 @@ def test_a_copy_never_replaces_a_different_file_at_the_target(split_staging: Sta
     assert (staging.done / "clip.csv").read_text() == "theirs"
     assert staged.exists() and staging.companion(staged, ".csv").read_text() == ".csv ours"
     assert sorted(p.name for p in staging.done.iterdir()) == ["clip.csv"]
+
+
+def test_clearing_temporaries_survives_a_done_folder_that_refuses_writes(staging: Staging) -> None:
+    """A copy cut short left `.clip.mp4.moving` in done/, then done/ was locked: start-up must
+    still work (the next copy overwrites the temporary anyway)."""
+    (staging.done / ".clip.mp4.moving").write_bytes(b"half")
+    (staging.processing / ".x_clip.csv.123.tmp").write_bytes(b"half")
+    if subprocess.run(["chattr", "+i", str(staging.done)], check=False).returncode:
+        pytest.skip("chattr +i is not supported on this filesystem")
+    try:
+        assert staging.clear_temporaries() == 1
+    finally:
+        subprocess.run(["chattr", "-i", str(staging.done)], check=True)
+    assert staging.clear_temporaries() == 1
+    assert list(staging.done.iterdir()) == list(staging.processing.iterdir()) == []

@@ -7,6 +7,7 @@ representative run of the whole daemon on each, from drop to results.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from botocore.exceptions import ClientError
 from tests.conftest import S3Backend
 from tests.local_stack import SeaweedProcess
 from tests.watcher_daemon import Daemon, StandInFunction, drop, make_cloud, video_bytes
-from watcher.uploader import original_name_from_metadata
+from watcher.clients import aws_clients
+from watcher.settings import WatcherSettings
+from watcher.uploader import (
+    Uploader,
+    UploadFailed,
+    UploadRequest,
+    original_name_from_metadata,
+    upload_metadata,
+)
 
 MIB = 1024 * 1024
 
@@ -38,6 +47,41 @@ def test_seaweedfs_checks_every_signature(seaweedfs_server: SeaweedProcess) -> N
     good.create_bucket(Bucket="signature-check")  # type: ignore[attr-defined]
     with pytest.raises(ClientError, match="SignatureDoesNotMatch"):
         bad.list_objects_v2(Bucket="signature-check")  # type: ignore[attr-defined]
+
+
+async def test_a_body_that_is_not_the_hashed_file_is_refused_and_not_stored(
+    seaweedfs_server: SeaweedProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    unique_name: str,
+) -> None:
+    """A single PUT sends the intake's sha256 as its checksum and does not hash the body again:
+    the server's check is what catches bytes that are not the ones hashed. moto stores any body,
+    so only a real server shows the watcher's side: a clear, final failure and no object."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs_server.secret_key)
+    path = tmp_path / "changed.mp4"
+    path.write_bytes(b"a" * 1000)
+    hashed = hashlib.sha256(b"b" * 1000).hexdigest()  # what the intake saw: same size
+    key = "videos/node-a/20261130T120000Z-0001/changed.mp4"
+    request = UploadRequest(path, key, hashed, 1000, upload_metadata(path.name, hashed, "node-a"))
+    settings = WatcherSettings(
+        endpoint_url=seaweedfs_server.url,
+        staging_root=tmp_path / "staging",
+        input_bucket=f"{unique_name}-in",
+        output_bucket=f"{unique_name}-out",
+        node_id="node-a",
+        retry_base_delay_s=0.01,
+        retry_max_delay_s=0.05,
+    )
+    async with aws_clients(settings) as clients:
+        await clients.s3.create_bucket(Bucket=settings.input_bucket)
+        with pytest.raises(UploadFailed) as failed:
+            await Uploader(clients.s3, settings).upload(request)
+        listed = await clients.s3.list_objects_v2(Bucket=settings.input_bucket)
+    assert failed.value.retryable is False
+    assert failed.value.reason.startswith("BadDigest")
+    assert not listed.get("Contents")
 
 
 @pytest.mark.slow

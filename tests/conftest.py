@@ -20,12 +20,6 @@ pytest_plugins = ["tests.daemon_fixtures"]
 SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "moto_only(reason): an `s3_backend` test SeaweedFS cannot run, and why"
-    )
-
-
 @pytest.fixture(autouse=True)
 def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never reach AWS: fake credentials, and no profile or config files from the host."""
@@ -86,6 +80,7 @@ class S3Backend:
     endpoint: str
     access_key: str
     secret_key: str
+    kms_key_id: str  # a KMS key SSE-KMS can use there (moto takes any id)
 
 
 @pytest.fixture(params=["moto", "seaweedfs"])
@@ -96,16 +91,15 @@ def s3_backend(
     whose answers differ from moto's where moto is loose (it checks signatures, keeps the case
     of metadata keys, honours If-None-Match). Its credentials are put in the environment, where
     aiobotocore, boto3 and the daemon's subprocesses find them."""
-    moto_only = request.node.get_closest_marker("moto_only")
-    if moto_only is not None and request.param != "moto":
-        pytest.skip(f"moto only: {moto_only.args[0]}")
     if request.param == "moto":  # moto accepts any credentials: the fake ones stay
         endpoint = request.getfixturevalue("moto_endpoint")
         key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-        backend = S3Backend("moto", endpoint, key, secret)
+        backend = S3Backend("moto", endpoint, key, secret, "alias/hybrid-test")
     else:
         server: SeaweedProcess = request.getfixturevalue("seaweedfs_server")
-        backend = S3Backend("seaweedfs", server.url, server.access_key, server.secret_key)
+        backend = S3Backend(
+            "seaweedfs", server.url, server.access_key, server.secret_key, server.kms_key_id
+        )
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", backend.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backend.secret_key)
     # boto3's default session keeps the first credentials it found for the whole process.

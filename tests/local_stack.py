@@ -111,7 +111,10 @@ class SeaweedProcess:
             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
-        config.write_text(json.dumps({"identities": [identity]}), encoding="utf-8")
+        # Its built-in development KMS (one key, this alias), so SSE-KMS can be exercised.
+        kms = {"default_provider": "local", "providers": {"local": {"type": "local"}}}
+        self.kms_key_id = "alias/seaweedfs-default"
+        config.write_text(json.dumps({"identities": [identity], "kms": kms}), encoding="utf-8")
         config.chmod(0o600)
         s3_port = free_port()
         self.url = f"http://127.0.0.1:{s3_port}"

@@ -120,7 +120,7 @@ class SeaweedProcess:
         self.url = f"http://127.0.0.1:{s3_port}"
         # Every listener gets a port of its own: the gRPC ones would default to HTTP + 10000,
         # which may be taken or past 65535.
-        ports = {
+        self.ports = ports = {
             name: free_port()
             for name in (
                 "master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
@@ -168,6 +168,11 @@ class SeaweedProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        # Its gRPC sockets are at fixed paths in /tmp, which a killed server leaves behind.
+        for name, port in self.ports.items():
+            if name.endswith(".grpc"):
+                service = name.split(".")[0]
+                Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def provision_stack(endpoint: str, name: str, function_timeout_s: int) -> Resources:

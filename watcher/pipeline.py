@@ -296,8 +296,9 @@ class Pipeline:
 
     def listing_start(self) -> str:
         """StartAfter for the output listing: just before the oldest awaited submission."""
-        prefix = node_prefix(self.settings.key_prefix, self.settings.node_id)
-        return prefix + min(self.awaiting) if self.awaiting else prefix
+        if not self.awaiting:
+            return node_prefix(self.settings.key_prefix, self.settings.node_id)
+        return self.poller.start_before(min(self.awaiting))
 
     def match(self, ready: ResultReady) -> Submission | None:
         """The awaited submission a result belongs to (by the id segment of its key)."""

@@ -66,6 +66,15 @@ class ResultPoller:
             POLL_ATTEMPTS, POLL_SECONDS, s.retry_base_delay_s, s.retry_max_delay_s
         )
 
+    def start_before(self, submission_id: str) -> str:
+        """The `StartAfter` that lists `submission_id`'s results and every later one's.
+
+        It ends in "/": SeaweedFS lists folder by folder and, given `<id>`, skips the whole
+        folder `<id>/`, where AWS and moto compare whole keys; `<id>/` sorts before every key
+        in that folder on all three.
+        """
+        return f"{self._prefix}{submission_id}/"
+
     async def poll_once(self, start_after: str) -> list[ResultReady]:
         """Final results under this node's prefix with keys after `start_after`, in key order.
 

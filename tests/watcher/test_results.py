@@ -1,4 +1,5 @@
-"""The result poller against moto's server: listing from a cursor, fetching what is final."""
+"""The result poller against moto's server and SeaweedFS (`s3_backend`): listing from a
+cursor, fetching what is final."""
 
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ def settings_for(endpoint: str, tmp_path: Path, bucket: str, **overrides: Any) -
 
 
 @pytest.fixture
-async def s3(moto_endpoint: str, tmp_path: Path, unique_name: str) -> AsyncIterator[Any]:
-    settings = settings_for(moto_endpoint, tmp_path, unique_name)
+async def s3(s3_endpoint: str, tmp_path: Path, unique_name: str) -> AsyncIterator[Any]:
+    settings = settings_for(s3_endpoint, tmp_path, unique_name)
     async with aws_clients(settings) as clients:
         await clients.s3.create_bucket(Bucket=unique_name)
         yield clients.s3
@@ -47,7 +48,7 @@ async def put(s3: Any, bucket: str, key: str, body: bytes | str = b"") -> None:
 
 
 async def test_poll_picks_csv_and_error_only_from_this_node_after_the_cursor(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     for sub in ("s01", "s02", "s03", "s04"):
@@ -59,7 +60,7 @@ async def test_poll_picks_csv_and_error_only_from_this_node_after_the_cursor(
     await put(s3, bucket, "videos/node-b/s01/clip.csv", "someone else's\n")
     await put(s3, bucket, "videos/node-a-x/s01/clip.csv", "a prefix look-alike\n")
 
-    settings = settings_for(moto_endpoint, tmp_path, bucket, poll_page_size=2)
+    settings = settings_for(s3_endpoint, tmp_path, bucket, poll_page_size=2)
     async with aws_clients(settings) as clients:
         poller = ResultPoller(clients.s3, settings)
         everything = await poller.poll_once("")
@@ -77,9 +78,26 @@ async def test_poll_picks_csv_and_error_only_from_this_node_after_the_cursor(
     assert after_all == []
 
 
+async def test_a_listing_from_a_submission_includes_that_submissions_results(
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+) -> None:
+    """The daemon lists from just before its oldest awaited submission. Regression: a
+    `StartAfter` of `<prefix><id>` made SeaweedFS skip the whole folder `<id>/` (it lists
+    folder by folder; AWS and moto compare whole keys), so there the oldest submission's
+    result was never collected."""
+    bucket = unique_name
+    for sub in ("s01", "s02", "s03"):
+        await put(s3, bucket, f"{PREFIX}{sub}/clip.csv")
+    settings = settings_for(s3_endpoint, tmp_path, bucket)
+    async with aws_clients(settings) as clients:
+        poller = ResultPoller(clients.s3, settings)
+        found = await poller.poll_once(poller.start_before("s02"))
+    assert [r.stem for r in found] == [f"{PREFIX}s02/clip", f"{PREFIX}s03/clip"]
+
+
 @pytest.mark.slow
 async def test_poll_pages_through_more_than_a_thousand_keys(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     keys = [f"{PREFIX}s{n:05d}/v.csv" for n in range(1005)]
@@ -87,7 +105,7 @@ async def test_poll_pages_through_more_than_a_thousand_keys(
         await asyncio.gather(*(put(s3, bucket, key) for key in keys[start : start + 50]))
     await put(s3, bucket, f"{PREFIX}s00001/v.json", "{}")
 
-    async with FaultProxy(moto_endpoint) as proxy:
+    async with FaultProxy(s3_endpoint) as proxy:
         settings = settings_for(proxy.url, tmp_path, bucket, poll_page_size=400)
         async with aws_clients(settings) as clients:
             poller = ResultPoller(clients.s3, settings)
@@ -101,7 +119,7 @@ async def test_poll_pages_through_more_than_a_thousand_keys(
 
 
 async def test_fetch_reads_every_file_and_tolerates_missing_optional_ones(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     rows = [PersonRow("president_trump", "Physics", "Senior"), PersonRow("a, b", "Math", "Junior")]
@@ -115,7 +133,7 @@ async def test_fetch_reads_every_file_and_tolerates_missing_optional_ones(
     await put(s3, bucket, f"{PREFIX}s4/broken.csv", "x\n")
     await put(s3, bucket, f"{PREFIX}s4/broken.json", "{not json")
 
-    settings = settings_for(moto_endpoint, tmp_path, bucket)
+    settings = settings_for(s3_endpoint, tmp_path, bucket)
     async with aws_clients(settings) as clients:
         poller = ResultPoller(clients.s3, settings)
         ready = {r.stem.rsplit("/", 1)[-1]: r for r in await poller.poll_once("")}
@@ -131,11 +149,11 @@ async def test_fetch_reads_every_file_and_tolerates_missing_optional_ones(
 
 
 async def test_fetch_of_a_vanished_result_raises(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     await put(s3, bucket, f"{PREFIX}s1/gone.csv", "")
-    settings = settings_for(moto_endpoint, tmp_path, bucket)
+    settings = settings_for(s3_endpoint, tmp_path, bucket)
     async with aws_clients(settings) as clients:
         poller = ResultPoller(clients.s3, settings)
         [ready] = await poller.poll_once("")
@@ -145,11 +163,11 @@ async def test_fetch_of_a_vanished_result_raises(
 
 
 async def test_poll_retries_a_throttled_listing(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     await put(s3, bucket, f"{PREFIX}s1/v.csv", "")
-    async with FaultProxy(moto_endpoint) as proxy:
+    async with FaultProxy(s3_endpoint) as proxy:
         proxy.fail(2, lambda seen: seen.method == "GET")
         settings = settings_for(proxy.url, tmp_path, bucket)
         async with aws_clients(settings) as clients:

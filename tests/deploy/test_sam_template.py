@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfn_template import REPO, SAM_TEMPLATE, load_template, static_names
+from cfn_template import ACCOUNT, REPO, SAM_TEMPLATE, load_template, static_names
 
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from watcher.settings import WatcherSettings
@@ -71,7 +71,8 @@ def _resolved(params: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 def test_function_is_an_image_built_by_sam_from_lambda_fn_dockerfile() -> None:
     fn = RESOURCES["FaceRecognitionFunction"]
-    assert TEMPLATE["Transform"] == "AWS::Serverless-2016-10-31"
+    # LanguageExtensions must come first: it resolves the deletion policies SAM passes through.
+    assert TEMPLATE["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     assert fn["Type"] == "AWS::Serverless::Function"
     props, meta = fn["Properties"], fn["Metadata"]
     assert props["PackageType"] == "Image"
@@ -106,6 +107,62 @@ def test_failed_async_invocations_go_to_a_queue() -> None:
     on_failure = fn["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure["Type"] == "SQS"
     assert on_failure["Destination"].endswith(":hybridsphere-failed-invocations")
+    # An explicit retry count and event age, not Lambda's silent defaults.
+    assert fn["EventInvokeConfig"]["MaximumRetryAttempts"] == 2
+    assert fn["EventInvokeConfig"]["MaximumEventAgeInSeconds"] == 21600
+
+
+@pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
+def test_every_failure_path_has_an_alarm_on_the_topic(mode: str) -> None:
+    resolved = _resolved({"TriggerMode": mode})
+    alarms = {
+        name: props
+        for name, props in resolved.items()
+        if RESOURCES[name]["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    watched = {
+        (a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms.values()
+    }
+    expected = {
+        ("AWS/Lambda", "Errors", "hybridsphere-face-recognition"),
+        ("AWS/Lambda", "Throttles", "hybridsphere-face-recognition"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "hybridsphere-failed-invocations"),
+    }
+    if mode == "sqs":
+        expected |= {
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "hybridsphere-input-events-dlq"),
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage", "hybridsphere-input-events"),
+        }
+    assert watched == expected
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [f"arn:aws:sns:us-east-1:{ACCOUNT}:hybridsphere-alarms"]
+        assert alarm["TreatMissingData"] == "notBreaching"  # no traffic is not a failure
+
+
+def test_alarm_email_subscribes_only_when_given() -> None:
+    assert "Subscription" not in _resolved({})["AlarmTopic"]
+    topic = _resolved({"AlarmEmail": "ops@example.org"})["AlarmTopic"]
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": "ops@example.org"}]
+
+
+def _deletion_policy(name: str, params: dict[str, str]) -> str:
+    policy = static_names(TEMPLATE, params).resolve(RESOURCES[name]["DeletionPolicy"])
+    assert isinstance(policy, str)
+    return policy
+
+
+def test_students_table_is_kept_and_restorable() -> None:
+    table = RESOURCES["StudentsTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    pitr = table["Properties"]["PointInTimeRecoverySpecification"]
+    assert pitr == {"PointInTimeRecoveryEnabled": True}
+
+
+@pytest.mark.parametrize("bucket", ["InputBucket", "OutputBucket"])
+def test_buckets_are_kept_unless_the_parameter_says_otherwise(bucket: str) -> None:
+    assert _deletion_policy(bucket, {}) == "Retain"
+    assert _deletion_policy(bucket, {"RetainBuckets": "false"}) == "Delete"
+    assert RESOURCES[bucket]["UpdateReplacePolicy"] == "Retain"
 
 
 def test_function_environment_names_real_settings() -> None:
@@ -223,6 +280,10 @@ def test_resources_present_per_trigger_mode(mode: str) -> None:
         "FunctionRole",
         "FaceRecognitionFunction",
         "WatcherPolicy",
+        "AlarmTopic",
+        "FunctionErrorsAlarm",
+        "FunctionThrottlesAlarm",
+        "FailedInvocationsAlarm",
     }
     extra = {
         "s3": {"InputBucketInvokePermission"},
@@ -231,6 +292,8 @@ def test_resources_present_per_trigger_mode(mode: str) -> None:
             "InputEventsDeadLetterQueue",
             "InputEventsQueuePolicy",
             "InputEventsMapping",
+            "InputEventsDeadLetterAlarm",
+            "InputEventsAgeAlarm",
         },
         "invoke": set(),
     }[mode]
@@ -246,6 +309,9 @@ def test_sqs_option_consumes_with_batch_item_failures_and_a_dead_letter_queue() 
     )
     queue = resolved["InputEventsQueue"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"].endswith(":hybridsphere-input-events-dlq")
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5  # AWS's advice for Lambda consumers
+    scaling = _resolved({"TriggerMode": "sqs", "MaximumConcurrency": "7"})["InputEventsMapping"]
+    assert scaling["ScalingConfig"] == {"MaximumConcurrency": "7"}
     # Lambda refuses a mapping whose queue hides messages for less than the function timeout.
     # AWS recommends six times the timeout; compare the defaults.
     params = TEMPLATE["Parameters"]

@@ -76,9 +76,11 @@ def sam_to_cloudformation(template: dict[str, Any], parameters: dict[str, str]) 
     fn = out["Resources"]["FaceRecognitionFunction"]
     props = dict(fn["Properties"])
     invoke_config = props.pop("EventInvokeConfig")
+    image_uri = props.pop("ImageUri")
+    assert image_uri == {"Ref": "ImageUri"}  # what `make publish` sets
     # Anything left must be a plain AWS::Lambda::Function property, passed through unchanged.
     assert set(props) <= LAMBDA_FUNCTION_PROPERTIES, set(props) - LAMBDA_FUNCTION_PROPERTIES
-    props["Code"] = {"ImageUri": IMAGE_URI}  # what `sam deploy` fills in after pushing
+    props["Code"] = {"ImageUri": image_uri}  # SAM's ImageUri is Lambda's Code
     out["Resources"]["FaceRecognitionFunction"] = {
         "Type": "AWS::Lambda::Function",
         "Properties": props,
@@ -309,6 +311,7 @@ def deploy(
     endpoint: str, stack: str, parameters: dict[str, str]
 ) -> tuple[dict[str, Any], Resolver]:
     """Create the stack in moto, then apply the rest; returns (stack outputs, resolver)."""
+    parameters = {"ImageUri": IMAGE_URI, **parameters}  # what `make publish` passes
     clients = _clients(endpoint)
     cfn = clients["cloudformation"]
     for_moto, later = split_for_moto(sam_to_cloudformation(TEMPLATE, parameters), parameters)
@@ -386,6 +389,9 @@ def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) 
     table = c["dynamodb"].describe_table(TableName=outputs["TableName"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "name", "KeyType": "HASH"}]
 
+    # The image is the stack's ImageUri parameter: the stack says what runs.
+    code = c["lambda"].get_function(FunctionName=outputs["FunctionName"])["Code"]
+    assert code["ImageUri"] == IMAGE_URI
     fn = c["lambda"].get_function_configuration(FunctionName=outputs["FunctionName"])
     assert fn["Environment"]["Variables"]["HYBRID_OUTPUT_BUCKET"] == output_bucket
     assert fn["Environment"]["Variables"]["HYBRID_TABLE"] == outputs["TableName"]

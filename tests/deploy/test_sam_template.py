@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -58,6 +59,66 @@ def test_cfn_lint_catches_a_broken_reference(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "NoSuchResource" in result.stdout
+
+
+# The SAM CLI runs from a tool environment of its own (`uv tool run`), never from uv.lock: it pins
+# its own ranges of boto3, cfn-lint and more, which must not constrain ours. .ci/run installs it.
+SAM_CLI = "aws-sam-cli==1.170.0"
+
+
+def _sam() -> list[str]:
+    """The command that runs `sam`; skip, saying why, only if it cannot be installed here."""
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    if not Path(uv).exists():
+        pytest.skip("uv is not installed: cannot run the SAM CLI (scripts/ensure-uv.sh)")
+    command = [uv, "tool", "run", "--from", SAM_CLI, "sam"]
+    probe = subprocess.run(
+        [*command, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=_sam_env(),
+    )
+    if probe.returncode != 0 or "SAM CLI" not in probe.stdout:
+        pytest.skip(f"{SAM_CLI} cannot be installed here: {probe.stderr.strip()[-300:]}")
+    return command
+
+
+def _sam_env() -> dict[str, str]:
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+
+
+def _sam_validate(template: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_sam(), "validate", "--lint", "--template", str(template), "--region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=_sam_env(),
+    )
+
+
+@pytest.mark.slow
+def test_sam_validate_lint_passes_on_the_sam_template() -> None:
+    result = _sam_validate(SAM_TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout
+
+
+@pytest.mark.slow
+def test_sam_validate_catches_a_broken_alarm(tmp_path: Path) -> None:
+    """The check above can fail: an alarm naming a topic that does not exist is reported."""
+    broken = tmp_path / "template.yaml"
+    text = SAM_TEMPLATE.read_text()
+    assert "AlarmActions: [!Ref AlarmTopic]" in text
+    broken.write_text(
+        text.replace("AlarmActions: [!Ref AlarmTopic]", "AlarmActions: [!Ref NoTopic]")
+    )
+    result = _sam_validate(broken)
+    assert result.returncode != 0
+    assert "NoTopic" in result.stdout + result.stderr
 
 
 def _resolved(params: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -61,8 +61,9 @@ test: lint typecheck pytest
 install-service:
 	scripts/install-service.sh
 
-# A code change to the deployed function: image from lambda_fn/Dockerfile, tagged with the git
-# revision, pushed to ECR, update-function-code, wait until updated (deploy/README.md).
+# A code change to the deployed function: image from lambda_fn/Dockerfile with the git revision
+# baked in (VERSION), pushed to ECR under that tag, then the SAM stack deployed with it as its
+# ImageUri (a change set). IMAGE_TAG=<earlier revision> rolls back (deploy/README.md).
 publish:
 	scripts/publish.sh
 

@@ -47,6 +47,7 @@ from lambda_fn.events import (
 )
 from lambda_fn.faces import models
 from lambda_fn.known_faces import KnownFaces
+from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.pool import RecognitionPool
 from lambda_fn.recognition import VideoError
@@ -142,6 +143,9 @@ class Runtime:
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
         self.known = load_known_faces(settings.known_faces, self.s3)
+        self.metrics = FunctionMetrics(
+            self.known
+        )  # CloudWatch metrics as EMF (lambda_fn/metrics.py)
         # Forked once here, in the init phase, after the models are loaded: a long video is
         # split over the container's cores (a 3008 MB function has two vCPUs).
         self.pool = RecognitionPool(self.known, options)
@@ -183,6 +187,7 @@ class Runtime:
             outcomes = [self.process(ref, context) for ref in S3Event(event).objects]
             return {"results": [outcome_dict(o) for o in outcomes]}
         finally:
+            self.metrics.flush(request_id)
             structlog.contextvars.unbind_contextvars("request_id")
 
     def _handle_sqs(self, event: Any, context: LambdaContext) -> dict[str, Any]:
@@ -207,6 +212,7 @@ class Runtime:
             except INFRASTRUCTURE_ERRORS as error:
                 log.error("message.failed", message_id=message_id, error=repr(error))
                 failures.append(message_id)
+        self.metrics.messages_handed_back(len(failures))
         return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
     # -- one object ----------------------------------------------------------------------------
@@ -278,6 +284,11 @@ class Runtime:
             bytes=size,
             seconds=round(time.perf_counter() - started, 3),
         )
+        self.metrics.video_processed(
+            len(recognition.names),
+            recognition.unknown_faces,
+            {**timings, "total": time.perf_counter() - started},
+        )
         return Outcome(ref.key, "ok", csv_key)
 
     def _head(self, ref: S3ObjectRef) -> Mapping[str, Any]:
@@ -324,6 +335,7 @@ class Runtime:
 
     def _fail(self, ref: S3ObjectRef, code: str, message: str, request_id: str) -> Outcome:
         error_key = self.writer.write_failure(ErrorDoc(code, message, request_id, ref.key))
+        self.metrics.video_failed(code)
         return Outcome(ref.key, "error", error_key, code)
 
     def sweep_tmp(self) -> None:

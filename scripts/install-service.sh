@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install hybrid-watcher as a systemd service on this machine (run as root):
-# a system user and group, a virtualenv in /opt/hybrid-watcher, the staging folders,
+# a system user and group, a virtualenv in /opt/hybrid-watcher holding exactly uv.lock's
+# watcher set (scripts/install-venv.sh; WATCHER_PACKAGE = a wheel instead of this checkout's
+# code), the staging folders,
 # /etc/hybrid-watcher/{config.toml,credentials.env} (kept if present) and the unit.
 # Operators who drop videos: `usermod -aG hybrid-watcher NAME`.
 set -euo pipefail
@@ -22,10 +24,8 @@ getent group "$USER_NAME" >/dev/null || groupadd --system "$USER_NAME"
 id -u "$USER_NAME" >/dev/null 2>&1 || useradd --system --gid "$USER_NAME" \
   --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
 
-# The daemon only: the function's dependencies (dlib, PyAV) are not installed on the VM.
-"$PYTHON" -m venv "$PREFIX"
-"$PREFIX/bin/pip" install --quiet --upgrade pip
-"$PREFIX/bin/pip" install --quiet "${REPO}[watcher]"
+# Exactly what uv.lock says (hash-checked), then the watcher's code: scripts/install-venv.sh.
+PYTHON="$PYTHON" "$REPO/scripts/install-venv.sh" "$PREFIX"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 
 # setgid folders: files operators drop keep the service's group.

@@ -521,6 +521,7 @@ class Pipeline:
             "submission": sub.id, "file": sub.original_name, "path": sub.final_path,
             "latency_s": result.get("latency_s"),
         }  # fmt: skip
+        self.metrics.last_result.set_to_current_time()
         if sub.state is State.DONE:
             self.metrics.results.labels(outcome="done").inc()
             log.info(

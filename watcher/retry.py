@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +23,13 @@ from hybrid_common.logs import get_logger
 
 T = TypeVar("T")
 log = get_logger(__name__)
+
+# Told of every retry before it waits (the service sets its metrics' `retried`): a context
+# variable, so the tasks a service starts inherit its observer and several services in one
+# test process keep their own.
+RETRY_OBSERVER: ContextVar[Callable[[str], None] | None] = ContextVar(
+    "RETRY_OBSERVER", default=None
+)
 
 # Error codes AWS documents as "slow down / try again", across S3 and Lambda.
 TRANSIENT_CODES = frozenset(
@@ -107,6 +115,8 @@ class RetryBudget:
 
         def before_sleep(state: RetryCallState) -> None:
             self.retries += 1
+            if (observer := RETRY_OBSERVER.get()) is not None:
+                observer(what)
             error = state.outcome.exception() if state.outcome else None
             log.warning(
                 f"{what}.retrying",

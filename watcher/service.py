@@ -24,6 +24,7 @@ from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import Pipeline, make_invoke
 from watcher.results import ResultPoller, ResultReady
+from watcher.retry import RETRY_OBSERVER
 from watcher.settings import WatcherSettings
 from watcher.staging import Staging
 from watcher.uploader import Uploader
@@ -103,6 +104,7 @@ class WatcherService:
             log.info("recovery.temporaries_removed", files=cleared)
         await self.journal.open()
         self._stack.callback(self.metrics.close)
+        RETRY_OBSERVER.set(self.metrics.retried)  # inherited by the tasks started below
         clients = await self._stack.enter_async_context(aws_clients(s))
         uploader = Uploader(clients.s3, s)
         self._pipeline = Pipeline(

@@ -60,7 +60,8 @@ need() {
 }
 
 render_user_data() {
-  # heat.yaml does this with str_replace; the keys stay empty: they are copied over SSH.
+  # heat.yaml does this with str_replace; the keys stay empty: they are copied over SSH. No
+  # wait condition (this script checks the service over SSH) and no staging volume here.
   sed -e "s|__AWS_REGION__|$AWS_REGION|g" \
       -e "s|__INPUT_BUCKET__|$INPUT_BUCKET|g" \
       -e "s|__OUTPUT_BUCKET__|$OUTPUT_BUCKET|g" \
@@ -74,6 +75,8 @@ render_user_data() {
       -e "s|__REPO_URL__|$REPO_URL|g" \
       -e "s|__REPO_REF__|$REPO_REF|g" \
       -e "s|__WATCHER_PACKAGE__|$WATCHER_PACKAGE|g" \
+      -e "s|__WAIT_NOTIFY__||g" \
+      -e "s|__STAGING_VOLUME_ID__||g" \
       "$HERE/user-data.yaml"
 }
 

@@ -217,6 +217,7 @@ def static_names(template: Mapping[str, Any], parameters: Mapping[str, str]) -> 
             "InputBucketInvokePermission": "permission-id",
             "InputEventsQueuePolicy": "queue-policy-id",
             "InputEventsQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{p}-input-events",
+            "AlarmTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{p}-alarms",
         }
     )
     r.attributes.update(
@@ -228,6 +229,9 @@ def static_names(template: Mapping[str, Any], parameters: Mapping[str, str]) -> 
             "InputEventsQueue.Arn": f"{sqs}:{p}-input-events",
             "InputEventsDeadLetterQueue.Arn": f"{sqs}:{p}-input-events-dlq",
             "FailedInvocationsQueue.Arn": f"{sqs}:{p}-failed-invocations",
+            "InputEventsQueue.QueueName": f"{p}-input-events",
+            "InputEventsDeadLetterQueue.QueueName": f"{p}-input-events-dlq",
+            "FailedInvocationsQueue.QueueName": f"{p}-failed-invocations",
         }
     )
     return r

@@ -60,6 +60,10 @@ def test_the_required_resources_are_all_there_and_nothing_else() -> None:
             "OS::Neutron::Port",
             "OS::Neutron::FloatingIP",
             "OS::Nova::Server",
+            "OS::Cinder::Volume",
+            "OS::Cinder::VolumeAttachment",
+            "OS::Heat::WaitConditionHandle",
+            "OS::Heat::WaitCondition",
         ]
     )
 
@@ -156,3 +160,45 @@ def test_outputs_give_the_address() -> None:
     assert TEMPLATE["outputs"]["floating_ip"]["value"] == {
         "get_attr": [next(iter(_of_type("OS::Neutron::FloatingIP"))), "floating_ip_address"]
     }
+
+
+def _user_data_params() -> dict[str, Any]:
+    (server,) = _of_type("OS::Nova::Server").values()
+    params: dict[str, Any] = server["properties"]["user_data"]["str_replace"]["params"]
+    return params
+
+
+def test_the_stack_completes_only_when_cloud_init_says_the_watcher_runs() -> None:
+    (handle_name,) = _of_type("OS::Heat::WaitConditionHandle")
+    (wait,) = _of_type("OS::Heat::WaitCondition").values()
+    assert wait["properties"]["handle"] == {"get_resource": handle_name}
+    assert wait["properties"]["count"] == 1
+    assert wait["properties"]["timeout"] == {"get_param": "boot_timeout"}
+    # The signal is the handle's own command, handed to cloud-init through the user-data.
+    assert _user_data_params()["__WAIT_NOTIFY__"] == {"get_attr": [handle_name, "curl_cli"]}
+    # Waiting starts once the volume is attached (the bootstrap waits for it too).
+    (attachment_name,) = _of_type("OS::Cinder::VolumeAttachment")
+    assert wait["depends_on"] == attachment_name
+
+
+def test_the_staging_root_is_a_volume_of_the_given_size_on_the_server() -> None:
+    (volume_name, volume) = next(iter(_of_type("OS::Cinder::Volume").items()))
+    assert volume["properties"]["size"] == {"get_param": "staging_volume_gb"}
+    (attachment,) = _of_type("OS::Cinder::VolumeAttachment").values()
+    (server_name,) = _of_type("OS::Nova::Server")
+    assert attachment["properties"] == {
+        "instance_uuid": {"get_resource": server_name},
+        "volume_id": {"get_resource": volume_name},
+    }
+    assert _user_data_params()["__STAGING_VOLUME_ID__"] == {"get_resource": volume_name}
+
+
+def test_outputs_give_the_addresses_and_the_staging_path() -> None:
+    outputs = TEMPLATE["outputs"]
+    (port_name,) = _of_type("OS::Neutron::Port")
+    assert outputs["private_ip"]["value"] == {"get_attr": [port_name, "fixed_ips", 0, "ip_address"]}
+    # The same path as the unit's StateDirectory and the config's staging_root.
+    assert outputs["staging_path"]["value"] == "/var/lib/hybrid-watcher"
+    unit = (OPENSTACK.parents[1] / "systemd" / "hybrid-watcher.service").read_text()
+    assert "StateDirectory=hybrid-watcher" in unit
+    assert 'staging_root = "/var/lib/hybrid-watcher"' in (OPENSTACK / "user-data.yaml").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cfn_template import REPO, SAM_TEMPLATE, load_template, static_names
+from cfn_template import ACCOUNT, REPO, SAM_TEMPLATE, load_template, static_names
 
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from watcher.settings import WatcherSettings
@@ -60,6 +61,66 @@ def test_cfn_lint_catches_a_broken_reference(tmp_path: Path) -> None:
     assert "NoSuchResource" in result.stdout
 
 
+# The SAM CLI runs from a tool environment of its own (`uv tool run`), never from uv.lock: it pins
+# its own ranges of boto3, cfn-lint and more, which must not constrain ours. .ci/run installs it.
+SAM_CLI = "aws-sam-cli==1.170.0"
+
+
+def _sam() -> list[str]:
+    """The command that runs `sam`; skip, saying why, only if it cannot be installed here."""
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    if not Path(uv).exists():
+        pytest.skip("uv is not installed: cannot run the SAM CLI (scripts/ensure-uv.sh)")
+    command = [uv, "tool", "run", "--from", SAM_CLI, "sam"]
+    probe = subprocess.run(
+        [*command, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=_sam_env(),
+    )
+    if probe.returncode != 0 or "SAM CLI" not in probe.stdout:
+        pytest.skip(f"{SAM_CLI} cannot be installed here: {probe.stderr.strip()[-300:]}")
+    return command
+
+
+def _sam_env() -> dict[str, str]:
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+
+
+def _sam_validate(template: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_sam(), "validate", "--lint", "--template", str(template), "--region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=_sam_env(),
+    )
+
+
+@pytest.mark.slow
+def test_sam_validate_lint_passes_on_the_sam_template() -> None:
+    result = _sam_validate(SAM_TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout
+
+
+@pytest.mark.slow
+def test_sam_validate_catches_a_broken_alarm(tmp_path: Path) -> None:
+    """The check above can fail: an alarm naming a topic that does not exist is reported."""
+    broken = tmp_path / "template.yaml"
+    text = SAM_TEMPLATE.read_text()
+    assert "AlarmActions: [!Ref AlarmTopic]" in text
+    broken.write_text(
+        text.replace("AlarmActions: [!Ref AlarmTopic]", "AlarmActions: [!Ref NoTopic]")
+    )
+    result = _sam_validate(broken)
+    assert result.returncode != 0
+    assert "NoTopic" in result.stdout + result.stderr
+
+
 def _resolved(params: dict[str, str]) -> dict[str, dict[str, Any]]:
     r = static_names(TEMPLATE, params)
     return {
@@ -71,7 +132,8 @@ def _resolved(params: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 def test_function_is_an_image_built_by_sam_from_lambda_fn_dockerfile() -> None:
     fn = RESOURCES["FaceRecognitionFunction"]
-    assert TEMPLATE["Transform"] == "AWS::Serverless-2016-10-31"
+    # LanguageExtensions must come first: it resolves the deletion policies SAM passes through.
+    assert TEMPLATE["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
     assert fn["Type"] == "AWS::Serverless::Function"
     props, meta = fn["Properties"], fn["Metadata"]
     assert props["PackageType"] == "Image"
@@ -106,6 +168,62 @@ def test_failed_async_invocations_go_to_a_queue() -> None:
     on_failure = fn["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure["Type"] == "SQS"
     assert on_failure["Destination"].endswith(":hybridsphere-failed-invocations")
+    # An explicit retry count and event age, not Lambda's silent defaults.
+    assert fn["EventInvokeConfig"]["MaximumRetryAttempts"] == 2
+    assert fn["EventInvokeConfig"]["MaximumEventAgeInSeconds"] == 21600
+
+
+@pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
+def test_every_failure_path_has_an_alarm_on_the_topic(mode: str) -> None:
+    resolved = _resolved({"TriggerMode": mode})
+    alarms = {
+        name: props
+        for name, props in resolved.items()
+        if RESOURCES[name]["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    watched = {
+        (a["Namespace"], a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms.values()
+    }
+    expected = {
+        ("AWS/Lambda", "Errors", "hybridsphere-face-recognition"),
+        ("AWS/Lambda", "Throttles", "hybridsphere-face-recognition"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "hybridsphere-failed-invocations"),
+    }
+    if mode == "sqs":
+        expected |= {
+            ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "hybridsphere-input-events-dlq"),
+            ("AWS/SQS", "ApproximateAgeOfOldestMessage", "hybridsphere-input-events"),
+        }
+    assert watched == expected
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [f"arn:aws:sns:us-east-1:{ACCOUNT}:hybridsphere-alarms"]
+        assert alarm["TreatMissingData"] == "notBreaching"  # no traffic is not a failure
+
+
+def test_alarm_email_subscribes_only_when_given() -> None:
+    assert "Subscription" not in _resolved({})["AlarmTopic"]
+    topic = _resolved({"AlarmEmail": "ops@example.org"})["AlarmTopic"]
+    assert topic["Subscription"] == [{"Protocol": "email", "Endpoint": "ops@example.org"}]
+
+
+def _deletion_policy(name: str, params: dict[str, str]) -> str:
+    policy = static_names(TEMPLATE, params).resolve(RESOURCES[name]["DeletionPolicy"])
+    assert isinstance(policy, str)
+    return policy
+
+
+def test_students_table_is_kept_and_restorable() -> None:
+    table = RESOURCES["StudentsTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    pitr = table["Properties"]["PointInTimeRecoverySpecification"]
+    assert pitr == {"PointInTimeRecoveryEnabled": True}
+
+
+@pytest.mark.parametrize("bucket", ["InputBucket", "OutputBucket"])
+def test_buckets_are_kept_unless_the_parameter_says_otherwise(bucket: str) -> None:
+    assert _deletion_policy(bucket, {}) == "Retain"
+    assert _deletion_policy(bucket, {"RetainBuckets": "false"}) == "Delete"
+    assert RESOURCES[bucket]["UpdateReplacePolicy"] == "Retain"
 
 
 def test_function_environment_names_real_settings() -> None:
@@ -223,6 +341,10 @@ def test_resources_present_per_trigger_mode(mode: str) -> None:
         "FunctionRole",
         "FaceRecognitionFunction",
         "WatcherPolicy",
+        "AlarmTopic",
+        "FunctionErrorsAlarm",
+        "FunctionThrottlesAlarm",
+        "FailedInvocationsAlarm",
     }
     extra = {
         "s3": {"InputBucketInvokePermission"},
@@ -231,6 +353,8 @@ def test_resources_present_per_trigger_mode(mode: str) -> None:
             "InputEventsDeadLetterQueue",
             "InputEventsQueuePolicy",
             "InputEventsMapping",
+            "InputEventsDeadLetterAlarm",
+            "InputEventsAgeAlarm",
         },
         "invoke": set(),
     }[mode]
@@ -246,6 +370,9 @@ def test_sqs_option_consumes_with_batch_item_failures_and_a_dead_letter_queue() 
     )
     queue = resolved["InputEventsQueue"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"].endswith(":hybridsphere-input-events-dlq")
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5  # AWS's advice for Lambda consumers
+    scaling = _resolved({"TriggerMode": "sqs", "MaximumConcurrency": "7"})["InputEventsMapping"]
+    assert scaling["ScalingConfig"] == {"MaximumConcurrency": "7"}
     # Lambda refuses a mapping whose queue hides messages for less than the function timeout.
     # AWS recommends six times the timeout; compare the defaults.
     params = TEMPLATE["Parameters"]

@@ -1,7 +1,9 @@
 """Deploy deploy/aws/template.yaml into moto's server and check what came up.
 
-moto's CloudFormation has no SAM transform, so the one SAM resource is translated here the way
-`sam deploy` does (AWS::Serverless::Function -> AWS::Lambda::Function + EventInvokeConfig).
+moto's CloudFormation has neither transform the template declares, so both are done here: the
+LanguageExtensions one resolves the deletion policies' Fn::If, and the one SAM resource is
+translated the way `sam deploy` does (AWS::Serverless::Function -> AWS::Lambda::Function +
+EventInvokeConfig).
 moto's CloudFormation also ignores some resource types and bucket properties; those are listed
 explicitly below and applied through the service APIs from the same template, resolved with the
 stack's physical ids — so every part of the template reaches moto, and a part that no path
@@ -22,7 +24,7 @@ from typing import Any
 
 import boto3
 import pytest
-from cfn_template import ACCOUNT, REGION, Resolver, load_template
+from cfn_template import ACCOUNT, NO_VALUE, REGION, Resolver, load_template
 
 TEMPLATE = load_template()
 IMAGE_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/hybridsphere:test"
@@ -32,7 +34,10 @@ APPLIED_BY_API = {
     "AWS::S3::BucketPolicy",
     "AWS::SQS::QueuePolicy",
     "AWS::Lambda::EventInvokeConfig",
+    "AWS::CloudWatch::Alarm",
 }
+# AWS::DynamoDB::Table properties moto's CloudFormation ignores.
+TABLE_PROPERTIES_BY_API = {"PointInTimeRecoverySpecification"}
 # AWS::S3::Bucket properties moto's CloudFormation ignores (it applies BucketEncryption and Tags).
 BUCKET_PROPERTIES_BY_API = {
     "PublicAccessBlockConfiguration",
@@ -56,18 +61,26 @@ LAMBDA_FUNCTION_PROPERTIES = {
 }
 
 
-def sam_to_cloudformation(template: dict[str, Any]) -> dict[str, Any]:
-    """The plain CloudFormation that SAM's transform makes of this template."""
+def sam_to_cloudformation(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
+    """The plain CloudFormation that the two transforms make of this template."""
     out = copy.deepcopy(template)
-    assert out.pop("Transform") == "AWS::Serverless-2016-10-31"
+    assert out.pop("Transform") == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
+    r = Resolver(template, parameters)
+    for res in out["Resources"].values():
+        for policy in ("DeletionPolicy", "UpdateReplacePolicy"):
+            if policy in res:
+                res[policy] = r.resolve(res[policy])
+                assert res[policy] in {"Retain", "Delete", "Snapshot"}, res[policy]
     sam = {k: r for k, r in out["Resources"].items() if r["Type"].startswith("AWS::Serverless::")}
     assert list(sam) == ["FaceRecognitionFunction"], "translate new SAM resources here"
     fn = out["Resources"]["FaceRecognitionFunction"]
     props = dict(fn["Properties"])
     invoke_config = props.pop("EventInvokeConfig")
+    image_uri = props.pop("ImageUri")
+    assert image_uri == {"Ref": "ImageUri"}  # what `make publish` sets
     # Anything left must be a plain AWS::Lambda::Function property, passed through unchanged.
     assert set(props) <= LAMBDA_FUNCTION_PROPERTIES, set(props) - LAMBDA_FUNCTION_PROPERTIES
-    props["Code"] = {"ImageUri": IMAGE_URI}  # what `sam deploy` fills in after pushing
+    props["Code"] = {"ImageUri": image_uri}  # SAM's ImageUri is Lambda's Code
     out["Resources"]["FaceRecognitionFunction"] = {
         "Type": "AWS::Lambda::Function",
         "Properties": props,
@@ -125,6 +138,23 @@ def split_for_moto(
                 "Condition": res.get("Condition"),
                 "Properties": moved,
             }
+        elif res["Type"] == "AWS::DynamoDB::Table":
+            props = res["Properties"]
+            moved = {k: props.pop(k) for k in TABLE_PROPERTIES_BY_API if k in props}
+            later[name] = {
+                "Type": res["Type"],
+                "Condition": res.get("Condition"),
+                "Properties": moved,
+            }
+        elif res["Type"] == "AWS::SNS::Topic":
+            # moto iterates the property as given: a None (the Fn::If's NoValue) would fail.
+            subscription = res["Properties"].get("Subscription")
+            if isinstance(subscription, dict) and "Fn::If" in subscription:
+                chosen = Resolver(template, parameters).resolve(subscription)
+                if chosen is NO_VALUE:
+                    del res["Properties"]["Subscription"]
+                else:
+                    res["Properties"]["Subscription"] = chosen
         elif res["Type"] == "AWS::Lambda::EventSourceMapping":
             # Enabled, moto would run the function's container (Docker) for every queued
             # message; disabled, the mapping is still created and the queue can be read here.
@@ -149,7 +179,16 @@ def _unref(node: Any, removed: set[str]) -> Any:
 def _clients(endpoint: str) -> dict[str, Any]:
     return {
         name: boto3.client(name, endpoint_url=endpoint, region_name=REGION)
-        for name in ("cloudformation", "s3", "sqs", "lambda", "iam", "dynamodb")
+        for name in (
+            "cloudformation",
+            "s3",
+            "sqs",
+            "lambda",
+            "iam",
+            "dynamodb",
+            "cloudwatch",
+            "sns",
+        )
     }
 
 
@@ -193,7 +232,9 @@ def _notification(config: dict[str, Any]) -> dict[str, Any]:
     return api
 
 
-def apply_by_api(clients: dict[str, Any], later: dict[str, Any], r: Resolver) -> None:
+def apply_by_api(  # noqa: PLR0912 - one branch per resource type moto skips
+    clients: dict[str, Any], later: dict[str, Any], r: Resolver
+) -> None:
     """Apply what moto's CloudFormation skipped, through the same APIs CloudFormation calls."""
     s3, sqs, lam = clients["s3"], clients["sqs"], clients["lambda"]
     for name, res in later.items():
@@ -224,6 +265,16 @@ def apply_by_api(clients: dict[str, Any], later: dict[str, Any], r: Resolver) ->
                     Bucket=bucket,
                     NotificationConfiguration=_notification(props["NotificationConfiguration"]),
                 )
+        elif kind == "AWS::DynamoDB::Table":
+            if "PointInTimeRecoverySpecification" in props:
+                clients["dynamodb"].update_continuous_backups(
+                    TableName=r.physical[name],
+                    PointInTimeRecoverySpecification=props["PointInTimeRecoverySpecification"],
+                )
+        elif kind == "AWS::CloudWatch::Alarm":
+            clients["cloudwatch"].put_metric_alarm(
+                **{k: _alarm_value(k, v) for k, v in props.items()}
+            )
         elif kind == "AWS::S3::BucketPolicy":
             s3.put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
         elif kind == "AWS::SQS::QueuePolicy":
@@ -247,13 +298,23 @@ def apply_by_api(clients: dict[str, Any], later: dict[str, Any], r: Resolver) ->
             raise AssertionError(f"{name}: {kind} is neither deployed by moto nor applied here")
 
 
+def _alarm_value(key: str, value: Any) -> Any:
+    """An alarm property as PutMetricAlarm takes it (CloudFormation passes numbers as strings)."""
+    if key in {"Period", "EvaluationPeriods"}:
+        return int(value)
+    if key == "Threshold":
+        return float(value)
+    return value
+
+
 def deploy(
     endpoint: str, stack: str, parameters: dict[str, str]
 ) -> tuple[dict[str, Any], Resolver]:
     """Create the stack in moto, then apply the rest; returns (stack outputs, resolver)."""
+    parameters = {"ImageUri": IMAGE_URI, **parameters}  # what `make publish` passes
     clients = _clients(endpoint)
     cfn = clients["cloudformation"]
-    for_moto, later = split_for_moto(sam_to_cloudformation(TEMPLATE), parameters)
+    for_moto, later = split_for_moto(sam_to_cloudformation(TEMPLATE, parameters), parameters)
     cfn.create_stack(
         StackName=stack,
         TemplateBody=json.dumps(for_moto),
@@ -281,6 +342,7 @@ def deploy(
                 QueueUrl=physical[name], AttributeNames=["QueueArn"]
             )
             r.attributes[f"{name}.Arn"] = attrs["Attributes"]["QueueArn"]
+            r.attributes[f"{name}.QueueName"] = physical[name].rsplit("/", 1)[-1]
         elif kind == "AWS::Lambda::Function":
             r.attributes[f"{name}.Arn"] = clients["lambda"].get_function(
                 FunctionName=physical[name]
@@ -300,6 +362,8 @@ def endpoint(moto_endpoint: str) -> str:
 @pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
 def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) -> None:
     params = {"NamePrefix": f"{unique_name}-{mode}"[:20].rstrip("-"), "TriggerMode": mode}
+    if mode == "invoke":  # the other branches of the optional parameters
+        params |= {"RetainBuckets": "false", "AlarmEmail": "ops@example.org"}
     outputs, r = deploy(endpoint, f"{unique_name}-{mode}", params)
     c = _clients(endpoint)
     prefix = params["NamePrefix"]
@@ -325,6 +389,9 @@ def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) 
     table = c["dynamodb"].describe_table(TableName=outputs["TableName"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "name", "KeyType": "HASH"}]
 
+    # The image is the stack's ImageUri parameter: the stack says what runs.
+    code = c["lambda"].get_function(FunctionName=outputs["FunctionName"])["Code"]
+    assert code["ImageUri"] == IMAGE_URI
     fn = c["lambda"].get_function_configuration(FunctionName=outputs["FunctionName"])
     assert fn["Environment"]["Variables"]["HYBRID_OUTPUT_BUCKET"] == output_bucket
     assert fn["Environment"]["Variables"]["HYBRID_TABLE"] == outputs["TableName"]
@@ -346,6 +413,49 @@ def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) 
     assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"].endswith(
         f":{prefix}-failed-invocations"
     )
+    assert invoke_config["MaximumRetryAttempts"] == 2
+
+    # Alarms: each on its metric, each telling the stack's topic.
+    topic_arn = outputs["AlarmTopicArn"]
+    alarms = {a["AlarmName"]: a for a in c["cloudwatch"].describe_alarms()["MetricAlarms"]}
+    ours = {n: a for n, a in alarms.items() if n.startswith(f"{prefix}-")}
+    expected_alarms = {
+        f"{prefix}-function-errors": ("Errors", outputs["FunctionName"]),
+        f"{prefix}-function-throttles": ("Throttles", outputs["FunctionName"]),
+        f"{prefix}-failed-invocations": (
+            "ApproximateNumberOfMessagesVisible",
+            f"{prefix}-failed-invocations",
+        ),
+    }
+    if mode == "sqs":
+        expected_alarms |= {
+            f"{prefix}-input-events-dead-letters": (
+                "ApproximateNumberOfMessagesVisible",
+                f"{prefix}-input-events-dlq",
+            ),
+            f"{prefix}-input-events-oldest-message": (
+                "ApproximateAgeOfOldestMessage",
+                f"{prefix}-input-events",
+            ),
+        }
+    assert {n: (a["MetricName"], a["Dimensions"][0]["Value"]) for n, a in ours.items()} == (
+        expected_alarms
+    )
+    assert all(a["AlarmActions"] == [topic_arn] for a in ours.values())
+    subscriptions = c["sns"].list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    assert [s["Endpoint"] for s in subscriptions] == (
+        ["ops@example.org"] if mode == "invoke" else []
+    )
+    if mode == "sqs":
+        queue_url = c["sqs"].get_queue_url(QueueName=outputs["InputEventsQueueName"])["QueueUrl"]
+        redrive = c["sqs"].get_queue_attributes(
+            QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
+        )["Attributes"]["RedrivePolicy"]
+        assert json.loads(redrive)["maxReceiveCount"] >= 5
+        (mapping,) = c["lambda"].list_event_source_mappings(FunctionName=outputs["FunctionName"])[
+            "EventSourceMappings"
+        ]
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 5}
 
     watcher = c["iam"].get_policy(PolicyArn=outputs["WatcherPolicyArn"])["Policy"]
     version = c["iam"].get_policy_version(
@@ -373,6 +483,18 @@ def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) 
         for k in c["s3"].get_bucket_notification_configuration(Bucket=output_bucket)
         if k.endswith("Configurations")
     }
+
+    backups = c["dynamodb"].describe_continuous_backups(TableName=outputs["TableName"])
+    pitr = backups["ContinuousBackupsDescription"]["PointInTimeRecoveryDescription"]
+    assert pitr["PointInTimeRecoveryStatus"] == "ENABLED"
+
+    # Teardown: the students table always outlives the stack; the buckets unless
+    # RetainBuckets=false (set in invoke mode here).
+    # (moto deletes a stack within the call; afterwards its name no longer resolves)
+    c["cloudformation"].delete_stack(StackName=f"{unique_name}-{mode}")
+    assert c["dynamodb"].describe_table(TableName=outputs["TableName"])["Table"]
+    kept = {b["Name"] for b in c["s3"].list_buckets()["Buckets"]} & {input_bucket, output_bucket}
+    assert kept == (set() if mode == "invoke" else {input_bucket, output_bucket})
 
 
 def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ root-only credentials file, and a bootstrap that installs the repository's own u
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,11 @@ VALUES = {
     "__REPO_URL__": "https://git.example.org/team/hybridsphere.git",
     "__REPO_REF__": "v1.2.3",
     "__WATCHER_PACKAGE__": "",
+    # What Heat's WaitConditionHandle gives as curl_cli (a command line, headers in quotes).
+    "__WAIT_NOTIFY__": "curl -i -X POST -H 'X-Auth-Token: gAAAA-not-a-token' "
+    "-H 'Content-Type: application/json' -H 'Accept: application/json' "
+    "https://heat.example.org:8004/v1/p/stacks/s/1/resources/wait_handle/signal",
+    "__STAGING_VOLUME_ID__": "0a1b2c3d-4e5f-6789-abcd-ef0123456789",
 }
 
 
@@ -188,5 +194,74 @@ def test_cli_steps_renders_the_same_user_data_without_keys(tmp_path: Path) -> No
         timeout=30,
         check=True,
     ).stdout
-    assert out == render({**VALUES, "__AWS_ACCESS_KEY_ID__": "", "__AWS_SECRET_ACCESS_KEY__": ""})
+    assert out == render(
+        {
+            **VALUES,
+            "__AWS_ACCESS_KEY_ID__": "",
+            "__AWS_SECRET_ACCESS_KEY__": "",
+            "__WAIT_NOTIFY__": "",
+            "__STAGING_VOLUME_ID__": "",
+        }
+    )
     assert not re.search(r"__[A-Z_]+__", out)
+
+
+def _bootstrap() -> str:
+    content: str = _files(render())["/usr/local/sbin/hybrid-watcher-bootstrap"]["content"]
+    return content
+
+
+def test_bootstrap_signals_success_only_after_the_service_is_active() -> None:
+    body = _bootstrap()
+    assert body.index("systemctl is-active --quiet hybrid-watcher.service") < body.index(
+        "notify SUCCESS"
+    )
+    # Any failing command (set -E: inside functions too) signals FAILURE with its line.
+    assert "set -Eeuo pipefail" in body
+    assert re.search(r"^trap 'notify FAILURE .*' ERR$", body, re.M)
+    # The token-bearing signal command is root-only.
+    notify_file = _files(render())["/etc/hybrid-watcher/wait-notify"]
+    assert notify_file["permissions"] == "0600"
+    assert notify_file["owner"] == "root:root"
+
+
+def _run_notify(tmp_path: Path, command: str, status: str) -> subprocess.CompletedProcess[str]:
+    """The bootstrap's own notify(), with the wait-notify file at a temporary path."""
+    body = _bootstrap()
+    function = body[body.index("notify() {") : body.index("\n}\n", body.index("notify() {")) + 3]
+    notify_file = tmp_path / "wait-notify"
+    notify_file.write_text(command + "\n")
+    script = function.replace("/etc/hybrid-watcher/wait-notify", str(notify_file))
+    return subprocess.run(
+        ["bash", "-c", f'{script}\nnotify {status} "the reason"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_notify_runs_heats_curl_command_with_a_json_status(tmp_path: Path) -> None:
+    recorder = tmp_path / "curl"
+    calls = tmp_path / "calls.json"
+    recorder.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"open({str(calls)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+    )
+    recorder.chmod(0o755)
+    command = VALUES["__WAIT_NOTIFY__"].replace("curl ", f"{recorder} ", 1)
+    done = _run_notify(tmp_path, command, "SUCCESS")
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(calls.read_text())
+    assert "X-Auth-Token: gAAAA-not-a-token" in argv  # the quoted headers stay whole
+    assert argv[argv.index("--data-binary") + 1 :][0] == (
+        '{"status": "SUCCESS", "reason": "the reason", "id": "bootstrap"}'
+    )
+    assert json.loads(argv[-1])["status"] == "SUCCESS"
+
+
+def test_notify_does_nothing_without_a_wait_condition(tmp_path: Path) -> None:
+    """cli-steps.sh renders no signal command: notify must then be silent and succeed."""
+    done = _run_notify(tmp_path, "", "SUCCESS")
+    assert done.returncode == 0
+    assert done.stderr == ""

@@ -24,6 +24,7 @@ from hybrid_common.results import ErrorDoc, ResultDetails
 from lambda_fn import handler as handler_module
 from lambda_fn.handler import Runtime
 from lambda_fn.known_faces import KnownFaces
+from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from tests.course import COURSE_CLIPS
@@ -432,3 +433,112 @@ def test_entry_point_builds_the_runtime_once_and_reuses_it_warm(
     assert handler_module.get_runtime() is runtime
     assert cloud.read(key, ResultKind.CSV) == cloud.expected_row("morgan_freeman")
     assert cloud.read(key, ResultKind.FACES) is None  # HYBRID_CONTACT_SHEET=false
+
+
+# --- CloudWatch metrics (Embedded Metric Format on stdout) --------------------------------------
+
+
+def emf_documents(stdout: str) -> list[dict[str, Any]]:
+    """The EMF documents among stdout's lines: JSON objects with an `_aws` block."""
+    found = []
+    for line in stdout.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            doc = json.loads(line)
+            (directive,) = doc["_aws"]["CloudWatchMetrics"]
+            assert directive["Namespace"] == "HybridSphere"
+            # Every metric and dimension the directive names has its value in the document.
+            for metric in directive["Metrics"]:
+                assert metric["Name"] in doc
+            for dimension in (d for group in directive["Dimensions"] for d in group):
+                assert isinstance(doc[dimension], str)
+            found.append(doc)
+    return found
+
+
+def emf_value(doc: dict[str, Any], name: str) -> float:
+    """A metric's value: EMF allows one number or a list of them (one per add_metric)."""
+    value = doc[name]
+    if isinstance(value, list):
+        (value,) = value
+    assert isinstance(value, float | int)
+    return float(value)
+
+
+def emf_metrics(doc: dict[str, Any]) -> dict[str, str]:
+    """{metric name: unit} of one EMF document."""
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    return {m["Name"]: m["Unit"] for m in directive["Metrics"]}
+
+
+def test_a_video_error_is_counted_by_its_code(
+    cloud: Cloud, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    key = "videos/vm-1/s-emf/notes.mp4"
+    runtime.handle(cloud.put(key, b"not a video at all\n" * 50), Context("req-emf-1"))
+    (doc,) = emf_documents(capsys.readouterr().out)
+    assert emf_metrics(doc) == {"VideoErrors": "Count"}
+    assert emf_value(doc, "VideoErrors") == 1.0
+    assert doc["ErrorCode"] == "not_a_video"
+    assert doc["service"] == "face-recognition"
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "ErrorCode"]]
+
+
+@pytest.mark.slow
+def test_a_processed_video_emits_counts_and_stage_durations(
+    cloud: Cloud, runtime: Runtime, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "videos/vm-1/s-emf/test_7.mp4"
+    event = cloud.put(key, (shared_data / "cse546" / "test_case_1" / "test_7.mp4").read_bytes())
+    capsys.readouterr()
+    runtime.handle(event, Context("req-emf-2"))
+    (doc,) = emf_documents(capsys.readouterr().out)
+    metrics = emf_metrics(doc)
+    assert (emf_value(doc, "Videos"), emf_value(doc, "PeopleFound")) == (1.0, 1.0)
+    assert emf_value(doc, "UnknownFaces") >= 0
+    assert {"DownloadDuration", "LookupDuration", "TotalDuration"} <= set(metrics)
+    assert any(name.startswith("Recognise") for name in metrics)
+    durations = {n for n, unit in metrics.items() if n.endswith("Duration")}
+    assert all(metrics[n] == "Milliseconds" for n in durations)
+    assert 0 < emf_value(doc, "DownloadDuration") <= emf_value(doc, "TotalDuration")
+    # Tied to the request and to the known faces the container loaded (metadata, not dimensions).
+    assert doc["request_id"] == "req-emf-2"
+    assert len(doc["known_faces_version"]) == 12
+    assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+
+
+def test_messages_handed_back_are_counted(
+    cloud: Cloud, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event, _ = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-emf-late/a.mp4"))
+    capsys.readouterr()
+    runtime.handle(event, Context(remaining_ms=5_000))
+    (doc,) = emf_documents(capsys.readouterr().out)
+    assert emf_value(doc, "MessagesHandedBack") == 1.0
+
+
+def test_an_invocation_that_counts_nothing_prints_no_metrics(
+    cloud: Cloud, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    runtime.handle(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": cloud.inputs}, Context()
+    )
+    assert emf_documents(capsys.readouterr().out) == []
+
+
+def test_a_new_container_reports_the_known_faces_version(
+    cloud: Cloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    fresh = cloud.runtime(tmp_path)
+    try:
+        (doc,) = emf_documents(capsys.readouterr().out)
+    finally:
+        fresh.pool.close()
+    assert emf_metrics(doc) == {"KnownFacesLoaded": "Count"}
+    assert emf_value(doc, "KnownFacesLoaded") == float(len(fresh.known))
+    assert doc["KnownFacesVersion"] == fresh.metrics.known_version
+    # The version is the content's: the same faces give the same version.
+    same = KnownFaces.from_bytes(fresh.known.to_bytes())
+    assert fresh.metrics.known_version == FunctionMetrics(same).known_version

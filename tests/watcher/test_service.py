@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -96,9 +97,14 @@ def test_dropped_videos_end_in_done_with_results(
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     text = metrics.decode()
-    assert "watcher_uploads_total 3.0" in text
-    assert 'watcher_results_total{outcome="done"} 3.0' in text
-    assert "watcher_result_latency_seconds_count 2.0" in text
+    assert "\nhybrid_watcher_uploads_total 3.0" in text
+    assert '\nhybrid_watcher_results_total{outcome="done"} 3.0' in text
+    assert "\nhybrid_watcher_result_latency_seconds_count 2.0" in text
+    assert "\nhybrid_watcher_uploaded_bytes_total " in text
+    last = re.search(r"^hybrid_watcher_last_result_timestamp_seconds (\S+)$", text, re.M)
+    assert last and abs(float(last.group(1)) - time.time()) < 120
+    assert re.search(r'^hybrid_watcher_build_info\{version="[^"]+"\} 1\.0$', text, re.M)
+    assert re.search(r"^process_resident_memory_bytes ", text, re.M)
 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0

@@ -79,8 +79,22 @@ def test_hardening_directives() -> None:
     }.items():  # fmt: skip
         assert unit[name] == [value], name
     assert "@system-service" in unit["SystemCallFilter"]
-    assert unit["ReadWritePaths"] == ["/var/lib/hybrid-watcher"]
+    # StateDirectory= makes the staging root writable; ReadWritePaths= would only repeat it.
     assert unit["StateDirectory"] == ["hybrid-watcher"]
+    assert "ReadWritePaths" not in unit
+    assert unit["RequiresMountsFor"] == ["/var/lib/hybrid-watcher"]
+
+
+def test_user_and_credentials_as_documented() -> None:
+    """A static user whose group operators join; credentials from the root-only file only,
+    with the metadata service (which serves the user-data) out of the service's reach."""
+    unit = _directives()
+    assert unit["User"] == unit["Group"] == ["hybrid-watcher"]
+    assert "DynamicUser" not in unit
+    assert "link-local" in unit["IPAddressDeny"][0].split()
+    assert "instance role" not in UNIT.read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "dynamic user" not in readme
 
 
 def test_install_script_is_valid_bash() -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_common.logs import configure_logging
-from lambda_fn.serve_local import register_serve_local
 
 # argparse's type for `add_subparsers()`; a private name, hence the alias.
 Subparsers = Any
@@ -72,7 +71,7 @@ def register_process(sub: Subparsers) -> None:
     process.set_defaults(handler=_process)
 
 
-COMMANDS: list[Register] = [register_faces, register_process, register_serve_local]
+COMMANDS: list[Register] = [register_faces, register_process]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,8 +140,8 @@ def _faces_show(args: argparse.Namespace) -> int:
 def _process(args: argparse.Namespace) -> int:
     from lambda_fn.contact_sheet import render_contact_sheet
     from lambda_fn.known_faces import KnownFaces
-    from lambda_fn.pool import RecognitionPool
     from lambda_fn.recognition import Recognition
+    from lambda_fn.recognition_pool import RecognitionPool
     from lambda_fn.settings import RecognitionOptions
     from lambda_fn.students_file import load_students
 

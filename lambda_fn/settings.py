@@ -47,8 +47,9 @@ class RecognitionOptions(BaseSettings):
     workers: int = Field(
         default=0,
         ge=0,
-        description="Processes of lambda_fn.pool.RecognitionPool: videos are spread over them "
-        "and a long video ('all' mode) is split in time segments; 0 means one per CPU core.",
+        description="Processes of lambda_fn.recognition_pool.RecognitionPool: videos are spread "
+        "over them and a long video ('all' mode) is split in time segments; 0 means one per "
+        "CPU core.",
     )
     find_small_faces: bool = Field(
         default=True,

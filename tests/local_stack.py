@@ -21,13 +21,13 @@ from typing import Any
 
 import boto3
 
-from watcher.provision import Resources, make_clients, provision
+from local_stack.provision import Resources, make_clients, provision
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # The command the docker-compose `lambda` service runs (without the console script, which
 # the function image does not install).
-SERVE_LOCAL = [sys.executable, "-m", "lambda_fn", "serve-local"]
+SERVE_LOCAL = [sys.executable, "-m", "local_stack", "serve"]
 
 Event = dict[str, Any]
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hybrid_common.logs import configure_logging, get_logger
-from watcher import cloud_cmds, demo, workload
+from local_stack import cloud_cmds
 from watcher.journal import TERMINAL, JournalStore, State, Submission
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
@@ -319,34 +319,10 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
     (
-        "local-cloud",
-        "embedded local cloud: moto's server on loopback, provisioned, until Ctrl-C",
-        cloud_cmds.add_local_cloud_arguments,
-        cloud_cmds.cmd_local_cloud,
-    ),
-    (
-        "provision",
-        "create buckets, table, queue and notifications at the configured endpoint",
-        cloud_cmds.add_provision_arguments,
-        cloud_cmds.cmd_provision,
-    ),
-    (
-        "demo",
-        "local cloud + function runtime + watcher, supervised; Ctrl-C stops all",
-        demo.add_arguments,
-        demo.cmd_demo,
-    ),
-    (
         "students",
         "manage the students table",
         cloud_cmds.add_students_arguments,
         cloud_cmds.cmd_students,
-    ),
-    (
-        "workload",
-        "submit a folder of videos, wait for every result and grade them",
-        workload.add_arguments,
-        workload.cmd_workload,
     ),
 ]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_common.students import load_students, read_students
+from local_stack.expectations import expected_from_table, read_expectations, render_mapping
+from local_stack.provision import Resources, make_clients, provision
 from tests.local_stack import REPO, ServeLocal
-from watcher.expectations import expected_from_table, read_expectations, render_mapping
-from watcher.provision import Resources, make_clients, provision
-from watcher.students import load_students, read_students
 
 
 @pytest.mark.slow
@@ -84,7 +84,7 @@ def test_the_course_clips_come_back_correct_through_serve_local(
     try:
         grade = ["--direct", "--expect", str(expect), "--json", "--timeout", "400"]
         done = subprocess.run(
-            [sys.executable, "-m", "watcher", "workload", str(data / "test_case_1"), *grade],
+            [sys.executable, "-m", "local_stack", "workload", str(data / "test_case_1"), *grade],
             cwd=REPO,
             env=env,
             capture_output=True,

@@ -18,6 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from local_stack.provision import Resources
 from tests.local_stack import (
     REPO,
     SERVE_LOCAL,
@@ -27,7 +28,6 @@ from tests.local_stack import (
     s3_client,
     wait_until,
 )
-from watcher.provision import Resources
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lambda_fn.cli import build_parser
-from lambda_fn.serve_local import settings_from_args
+from local_stack.cli import build_parser
+from local_stack.emulator.serve import settings_from_args
 
 
 def test_the_state_file_fills_what_the_environment_leaves_unset(
@@ -31,7 +31,7 @@ def test_the_state_file_fills_what_the_environment_leaves_unset(
     # apply_cloud_state writes os.environ: give it a copy, so nothing leaks into other tests.
     monkeypatch.setattr(os, "environ", {**os.environ, "HYBRID_QUEUE": "from-env"})
     args = build_parser().parse_args(
-        ["serve-local", "--cloud-state", str(state), "--max-concurrency", "3", "--handler", "m.f"]
+        ["serve", "--cloud-state", str(state), "--max-concurrency", "3", "--handler", "m.f"]
     )
     settings = settings_from_args(args)
     assert settings.endpoint_url == "http://127.0.0.1:5055"
@@ -44,7 +44,7 @@ def test_the_state_file_fills_what_the_environment_leaves_unset(
 
 
 def test_an_unreadable_state_file_is_a_config_error(tmp_path: Path) -> None:
-    args = build_parser().parse_args(["serve-local", "--cloud-state", str(tmp_path / "none")])
+    args = build_parser().parse_args(["serve", "--cloud-state", str(tmp_path / "none")])
     with pytest.raises(SystemExit) as exit_info:
         settings_from_args(args)
     assert exit_info.value.code == 78

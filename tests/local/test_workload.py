@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from hybrid_common.results import PersonRow
-from tests.local_stack import REPO, ServeLocal, provision_stack
-from tests.watcher_daemon import Cloud, Daemon, video_bytes
-from watcher.expectations import (
+from hybrid_common.students import Student
+from local_stack.expectations import (
     ExpectationError,
     build_case2,
     expected_from_table,
@@ -25,9 +24,11 @@ from watcher.expectations import (
     percentile,
     read_expectations,
 )
-from watcher.provision import Resources
-from watcher.students import Student
+from local_stack.provision import Resources
+from tests.local_stack import REPO, ServeLocal, provision_stack
+from tests.watcher_daemon import Cloud, Daemon, video_bytes
 
+HYBRID_LOCAL = [sys.executable, "-m", "local_stack"]
 BEAN = PersonRow("mr_bean", "lawyer", "freshmen")
 BIDEN = PersonRow("president_biden", "history", "sophomore")
 
@@ -102,7 +103,7 @@ def test_the_course_test_case_2_is_built_from_its_index(shared_data: Path, tmp_p
 
     index = str(data / "test_case_2.index")
     done = subprocess.run(
-        [sys.executable, "-m", "watcher", "workload", "--build-case2", str(out), "--index", index],
+        [*HYBRID_LOCAL, "workload", "--build-case2", str(out), "--index", index],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -171,7 +172,7 @@ def _workload(stack: Resources, tmp_path: Path, *args: str) -> subprocess.Comple
         }
     )
     return subprocess.run(
-        [sys.executable, "-m", "watcher", "workload", *args, "--json"],
+        [*HYBRID_LOCAL, "workload", *args, "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,

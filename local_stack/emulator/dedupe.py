@@ -20,7 +20,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from lambda_fn.events import EventFormatError, S3Event
+from lambda_fn.s3_events import EventFormatError, S3Event
 
 SAME_UPLOAD_WINDOW_S = 1.0
 

@@ -24,9 +24,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hybrid_common.logs import get_logger
-from lambda_fn.dedupe import DedupeRegistry, object_versions
-from lambda_fn.event_source import InvocationLogger
-from lambda_fn.worker_pool import Outcome, WorkerPool
+from local_stack.emulator.dedupe import DedupeRegistry, object_versions
+from local_stack.emulator.environment_pool import Outcome, WorkerPool
+from local_stack.emulator.sqs_source import InvocationLogger
 
 log = get_logger(__name__)
 

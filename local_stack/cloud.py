@@ -16,9 +16,9 @@ from pathlib import Path
 from types import FrameType
 
 from hybrid_common.logs import get_logger
-from watcher.provision import Resources, make_clients, provision
+from hybrid_common.students import load_students, read_students
+from local_stack.provision import Resources, make_clients, provision
 from watcher.settings import WatcherSettings
-from watcher.students import load_students, read_students
 
 log = get_logger(__name__)
 

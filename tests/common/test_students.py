@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.students import StudentsFileError, read_students
+from hybrid_common.students import StudentsFileError, read_students
 
 
 def write(tmp_path: Path, data: object) -> Path:

@@ -16,7 +16,7 @@ CHILD = """
 import sys, time
 import numpy as np
 from lambda_fn.known_faces import KnownFaces
-from lambda_fn.pool import RecognitionPool
+from lambda_fn.recognition_pool import RecognitionPool
 from lambda_fn.settings import RecognitionOptions
 known = KnownFaces(names=["a"], encodings=np.zeros((1, 128)), sources=["test"])
 pool = RecognitionPool(known, RecognitionOptions(workers=2))

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote_plus
 
-from watcher.provision import KNOWN_FACES_KEY, Resources, make_clients, provision
-from watcher.students import load_students, read_students
+from hybrid_common.students import load_students, read_students
+from local_stack.provision import KNOWN_FACES_KEY, Resources, make_clients, provision
 
 
 def resources_for(endpoint: str, name: str) -> Resources:

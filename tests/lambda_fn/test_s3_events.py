@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lambda_fn.events import (
+from lambda_fn.s3_events import (
     EventFormatError,
     S3Event,
     S3EventRecord,

@@ -45,7 +45,7 @@ def test_local_cloud_serves_provisioned_resources(tmp_path: Path, students_file:
     env = {**os.environ, "HYBRID_STAGING_ROOT": str(tmp_path / "staging")}
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "watcher", "local-cloud", "--port", "0",
+            sys.executable, "-m", "local_stack", "cloud", "--port", "0",
             "--state-dir", str(state_dir), "--students", str(students_file),
             "--known-faces", str(known_faces), "--function-timeout", "30",
         ],
@@ -93,7 +93,7 @@ def test_local_cloud_serves_provisioned_resources(tmp_path: Path, students_file:
 def test_local_cloud_refuses_non_loopback(tmp_path: Path) -> None:
     env = {**os.environ, "HYBRID_STAGING_ROOT": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "watcher", "local-cloud", "--host", "0.0.0.0", "--port", "0"],
+        [sys.executable, "-m", "local_stack", "cloud", "--host", "0.0.0.0", "--port", "0"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 78

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lambda_fn.dedupe import DedupeRegistry, object_versions, versions_in_body
+from local_stack.emulator.dedupe import DedupeRegistry, object_versions, versions_in_body
 
 
 def _event(

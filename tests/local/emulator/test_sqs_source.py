@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from lambda_fn.event_source import failed_message_ids, lambda_sqs_record
-from lambda_fn.invoke_api import function_name_of
-from lambda_fn.worker_pool import Outcome, Status
+from local_stack.emulator.environment_pool import Outcome, Status
+from local_stack.emulator.invoke_api import function_name_of
+from local_stack.emulator.sqs_source import failed_message_ids, lambda_sqs_record
 
 IDS = ["m1", "m2", "m3"]
 

@@ -25,7 +25,13 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from hybrid_common.logs import get_logger
-from lambda_fn.execution_env import INIT_ERROR, READY, RESULT, EnvironmentSpec, worker_main
+from local_stack.emulator.execution_env import (
+    INIT_ERROR,
+    READY,
+    RESULT,
+    EnvironmentSpec,
+    worker_main,
+)
 
 log = get_logger(__name__)
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from hybrid_common.config import exit_on_config_error
 from hybrid_common.logs import configure_logging
-from lambda_fn.runtime_settings import ENV_PREFIX, RuntimeSettings
+from local_stack.emulator.settings import ENV_PREFIX, RuntimeSettings
 
 
 def register_serve_local(sub: Any) -> None:
@@ -109,6 +109,6 @@ def serve_local(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     as_json = {"auto": None, "json": True, "console": False}[settings.log_format]
     configure_logging(settings.log_level, json=as_json)
-    from lambda_fn.local_runtime import LocalRuntime
+    from local_stack.emulator.runtime import LocalRuntime
 
     return LocalRuntime(settings).run()

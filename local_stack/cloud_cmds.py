@@ -12,10 +12,10 @@ from pathlib import Path
 
 from hybrid_common.config import EX_CONFIG
 from hybrid_common.logs import configure_logging
-from watcher.local_cloud import LocalCloudOptions, run_local_cloud, write_state
-from watcher.provision import Resources, make_clients, provision
+from hybrid_common.students import StudentsFileError, load_students, read_students
+from local_stack.cloud import LocalCloudOptions, run_local_cloud, write_state
+from local_stack.provision import Resources, make_clients, provision
 from watcher.settings import load_settings
-from watcher.students import StudentsFileError, load_students, read_students
 
 EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
 

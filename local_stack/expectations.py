@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybrid_common.results import PersonRow
-from watcher.students import Student
+from hybrid_common.students import Student
 
 
 class ExpectationError(ValueError):

@@ -24,12 +24,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.logs import get_logger
-from lambda_fn.dedupe import DedupeRegistry
-from lambda_fn.event_source import SqsEventSource
-from lambda_fn.execution_env import EnvironmentSpec
-from lambda_fn.invoke_api import AsyncInvoker, InvokeApi
-from lambda_fn.runtime_settings import RuntimeSettings
-from lambda_fn.worker_pool import Outcome, Worker, WorkerPool
+from local_stack.emulator.dedupe import DedupeRegistry
+from local_stack.emulator.environment_pool import Outcome, Worker, WorkerPool
+from local_stack.emulator.execution_env import EnvironmentSpec
+from local_stack.emulator.invoke_api import AsyncInvoker, InvokeApi
+from local_stack.emulator.settings import RuntimeSettings
+from local_stack.emulator.sqs_source import SqsEventSource
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -23,14 +23,14 @@ from pathlib import Path
 from types import FrameType
 
 from hybrid_common.logs import configure_logging, get_logger
-from watcher.expectations import (
+from hybrid_common.students import read_students
+from local_stack.cloud import ENV_FILE, STATE_FILE
+from local_stack.expectations import (
     ExpectationError,
     expected_from_table,
     read_expectations,
     render_mapping,
 )
-from watcher.local_cloud import ENV_FILE, STATE_FILE
-from watcher.students import read_students
 
 log = get_logger(__name__)
 
@@ -107,7 +107,7 @@ class Demo:
     def start_cloud(self) -> dict[str, str]:
         state = self.state_dir / STATE_FILE
         state.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "watcher", "local-cloud", "--port", str(self.args.port)]
+        argv = [sys.executable, "-m", "local_stack", "cloud", "--port", str(self.args.port)]
         argv += ["--state-dir", str(self.state_dir)]
         if self.args.students:
             argv += ["--students", str(self.args.students)]
@@ -125,7 +125,7 @@ class Demo:
 
     def start(self) -> None:
         env = self.start_cloud()
-        runtime_argv = [sys.executable, "-m", "lambda_fn", "serve-local"]
+        runtime_argv = [sys.executable, "-m", "local_stack", "serve"]
         runtime_argv += ["--cloud-state", str(self.state_dir / STATE_FILE)]
         self.parts.append(Part("serve-local", runtime_argv, env))
         self.parts.append(Part("watcher", [sys.executable, "-m", "watcher", "run"], env))
@@ -183,8 +183,8 @@ def _expectations_for(args: argparse.Namespace) -> Path | None:
 
 def run_samples(demo: Demo, samples: Path, expect: Path | None) -> int:
     """Drop the samples through the inbox and grade what comes back."""
+    from local_stack.workload import Options, print_report, run_workload
     from watcher.settings import WatcherSettings
-    from watcher.workload import Options, print_report, run_workload
 
     env = read_env_file(demo.state_dir / ENV_FILE)
     os.environ.update({**env, "HYBRID_STAGING_ROOT": str(demo.state_dir)})

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.logs import get_logger
-from lambda_fn.dedupe import DedupeRegistry, versions_in_body
-from lambda_fn.worker_pool import Outcome, WorkerPool
+from local_stack.emulator.dedupe import DedupeRegistry, versions_in_body
+from local_stack.emulator.environment_pool import Outcome, WorkerPool
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

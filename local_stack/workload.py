@@ -2,7 +2,7 @@
 
 Drops every video (N times with --repeat) into the inbox, atomically, or with --direct uploads
 it straight to the input bucket under this node's prefix as the course's workload script did;
-waits for every result; compares with an expected-results file (see watcher.expectations);
+waits for every result; compares with an expected-results file (see local_stack.expectations);
 prints correct/wrong/missing/failed, throughput and drop→result latency. Exit status 0 only
 when every video came back correct (or, without --expect, came back at all).
 """
@@ -30,7 +30,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.keys import InputKey, ResultKind, result_key, safe_name, split_result_key
 from hybrid_common.results import ErrorDoc, PersonRow, parse_csv
-from watcher.expectations import (
+from hybrid_common.students import StudentsFileError, read_students
+from local_stack.expectations import (
     Expectation,
     ExpectationError,
     build_case2,
@@ -42,7 +43,6 @@ from watcher.expectations import (
 )
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import REASON_SUFFIX, Staging
-from watcher.students import StudentsFileError, read_students
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,7 +1,8 @@
-"""`hybrid-watcher local-cloud`, `provision` and `students load`: setting up the cloud side.
+"""`hybrid-local cloud` and `hybrid-local provision`: setting up the local cloud side.
 
-The same provisioning code serves the embedded local cloud, docker-compose's `init` service
-(`provision` against the `moto` container) and real AWS (`students load` with no endpoint).
+The same provisioning code serves the embedded local cloud and docker-compose's `init` service
+(`provision` against the `moto` container). On AWS the SAM stack creates these resources and
+`hybrid-watcher students load` fills the table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hybrid_common.config import EX_CONFIG
+from hybrid_common.config import EX_CONFIG, json_logs
 from hybrid_common.logs import configure_logging
 from hybrid_common.students import StudentsFileError, load_students, read_students
 from local_stack.cloud import LocalCloudOptions, run_local_cloud, write_state
@@ -61,7 +62,7 @@ def add_local_cloud_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_local_cloud(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(settings.log_level, json=_json_logs(settings.log_format))
+    configure_logging(settings.log_level, json=json_logs(settings.log_format))
     options = LocalCloudOptions(
         host=args.host,
         port=args.port,
@@ -89,7 +90,7 @@ def add_provision_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_provision(args: argparse.Namespace) -> int:
     settings = load_settings()
-    configure_logging(settings.log_level, json=_json_logs(settings.log_format))
+    configure_logging(settings.log_level, json=json_logs(settings.log_format))
     try:
         students = read_students(args.students) if args.students else None
     except StudentsFileError as error:
@@ -115,29 +116,3 @@ def cmd_provision(args: argparse.Namespace) -> int:
         write_state(args.state_dir, resources)
     print(resources.to_json())
     return 0
-
-
-# --- students load ---
-
-
-def add_students_arguments(parser: argparse.ArgumentParser) -> None:
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    load = actions.add_parser("load", help="put every student of FILE.json into the table")
-    load.add_argument("file", type=Path, help="students JSON ([{name, major, year}, ...])")
-
-
-def cmd_students(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    try:
-        students = read_students(args.file)
-    except StudentsFileError as error:
-        print(f"students load: {error}", file=sys.stderr)
-        return EX_NOINPUT
-    clients = make_clients(settings.endpoint_url, settings.region)
-    count = load_students(clients.dynamodb, settings.table, students)
-    print(f"loaded {count} students into {settings.table}")
-    return 0
-
-
-def _json_logs(log_format: str) -> bool | None:
-    return {"auto": None, "json": True, "console": False}[log_format]

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hybrid_common.config import exit_on_config_error
+from hybrid_common.config import ENV_PREFIX, exit_on_config_error, json_logs
 from hybrid_common.logs import configure_logging
-from local_stack.emulator.settings import ENV_PREFIX, RuntimeSettings
+from local_stack.emulator.settings import RuntimeSettings
 
 
 def register_serve_local(sub: Any) -> None:
@@ -107,8 +107,7 @@ def settings_from_args(args: argparse.Namespace) -> RuntimeSettings:
 def serve_local(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; logs go to stdout (JSON lines unless on a terminal)."""
     settings = settings_from_args(args)
-    as_json = {"auto": None, "json": True, "console": False}[settings.log_format]
-    configure_logging(settings.log_level, json=as_json)
+    configure_logging(settings.log_level, json=json_logs(settings.log_format))
     from local_stack.emulator.runtime import LocalRuntime
 
     return LocalRuntime(settings).run()

@@ -9,12 +9,11 @@ inherit this process's environment, as a Lambda function inherits its configurat
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_PREFIX = "HYBRID_"
+from hybrid_common.config import ENV_PREFIX, LogFormat, LogLevel
 
 
 def default_concurrency() -> int:
@@ -100,8 +99,8 @@ class RuntimeSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, running invocations get this long to finish."
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
 
     @field_validator("handler")
     @classmethod

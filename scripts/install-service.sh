@@ -22,10 +22,28 @@ getent group "$USER_NAME" >/dev/null || groupadd --system "$USER_NAME"
 id -u "$USER_NAME" >/dev/null 2>&1 || useradd --system --gid "$USER_NAME" \
   --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
 
-# The daemon only: the function's dependencies (dlib, PyAV) are not installed on the VM.
+# The daemon only, as in watcher/Dockerfile: the `watcher` extra's locked dependencies and the
+# two packages the daemon runs. The function (dlib, PyAV) and the local stack (moto, the demo)
+# are not installed on the VM (tests/test_deployables.py holds this list to the Dockerfile's).
+PACKAGES=(hybrid_common watcher)
+UV="$("$REPO/scripts/ensure-uv.sh")"
 "$PYTHON" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install --quiet --upgrade pip
-"$PREFIX/bin/pip" install --quiet "${REPO}[watcher]"
+requirements="$(mktemp)"
+trap 'rm -f "$requirements"' EXIT
+(cd "$REPO" && "$UV" export --frozen --extra watcher --no-dev --no-emit-project --no-header \
+  --quiet -o "$requirements")
+"$PREFIX/bin/pip" install --quiet --no-deps --require-hashes -r "$requirements"
+site="$("$PREFIX/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+for package in "${PACKAGES[@]}"; do
+  rm -rf "${site:?}/$package"
+  cp -r "$REPO/$package" "$site/$package"
+done
+rm -f "$site/watcher/Dockerfile" "$site/watcher/Dockerfile.dockerignore"
+# The console script pip would have written, for the unit's ExecStart.
+printf '#!%s/bin/python\nimport sys\nfrom watcher.cli import main\nsys.exit(main())\n' "$PREFIX" \
+  >"$PREFIX/bin/hybrid-watcher"
+chmod 0755 "$PREFIX/bin/hybrid-watcher"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 
 # setgid folders: files operators drop keep the service's group.

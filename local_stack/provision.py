@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Where the function finds the known faces when they are provisioned into the cloud. Under the
-# output bucket (never the input bucket: a put there would trigger the function), outside any
-# node's prefix so no watcher mistakes it for a result.
-KNOWN_FACES_KEY = "_assets/known_faces.json"
+# Where the function finds the known faces when they are provisioned into the cloud: the SAM
+# template's default KnownFacesKey, in the input bucket, outside the key prefix (so it never
+# triggers the function and no watcher's upload can overwrite it).
+KNOWN_FACES_KEY = "config/known_faces.json"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
 
@@ -173,12 +173,12 @@ def provision(
     known_faces_uri = resources.known_faces_uri
     if known_faces is not None:
         clients.s3.put_object(
-            Bucket=resources.output_bucket,
+            Bucket=resources.input_bucket,
             Key=KNOWN_FACES_KEY,
             Body=known_faces,
             ContentType="application/json",
         )
-        known_faces_uri = f"s3://{resources.output_bucket}/{KNOWN_FACES_KEY}"
+        known_faces_uri = f"s3://{resources.input_bucket}/{KNOWN_FACES_KEY}"
     log.info(
         "cloud.provisioned",
         input_bucket=resources.input_bucket,

@@ -51,7 +51,7 @@ def test_provision_is_idempotent_and_wires_notifications(
     attrs = clients.sqs.get_queue_attributes(QueueUrl=first.queue_url, AttributeNames=["All"])
     assert attrs["Attributes"]["VisibilityTimeout"] == "60"
     assert json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"] in (3, "3")
-    assert first.known_faces_uri == f"s3://{wanted.output_bucket}/{KNOWN_FACES_KEY}"
+    assert first.known_faces_uri == f"s3://{wanted.input_bucket}/{KNOWN_FACES_KEY}"
 
     clients.s3.put_object(Bucket=wanted.input_bucket, Key="videos/n/s/my clip.mp4", Body=b"x")
     clients.s3.put_object(Bucket=wanted.input_bucket, Key="videos/n/s/notes.txt", Body=b"x")

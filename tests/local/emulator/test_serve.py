@@ -24,7 +24,7 @@ def test_the_state_file_fills_what_the_environment_leaves_unset(
                 "queue": "from-state",
                 "output_bucket": "out-bucket",
                 "table": "students",
-                "known_faces_uri": "s3://out-bucket/_assets/known_faces.json",
+                "known_faces_uri": "s3://in-bucket/config/known_faces.json",
             }
         )
     )
@@ -40,7 +40,7 @@ def test_the_state_file_fills_what_the_environment_leaves_unset(
     assert (settings.max_concurrency, settings.handler) == (3, "m.f"), "flags win over both"
     # The handler in the workers inherits these.
     assert os.environ["HYBRID_OUTPUT_BUCKET"] == "out-bucket"
-    assert os.environ["HYBRID_KNOWN_FACES"].startswith("s3://out-bucket/")
+    assert os.environ["HYBRID_KNOWN_FACES"].startswith("s3://in-bucket/")
 
 
 def test_an_unreadable_state_file_is_a_config_error(tmp_path: Path) -> None:

@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _faces_build(args: argparse.Namespace) -> int:
-    from lambda_fn.known_faces import build_from_photos
+    from lambda_fn.enrolment import build_from_photos
 
     known, skipped = build_from_photos(args.photo_dir)
     for photo in skipped:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lambda_fn.enrolment import build_from_photos
 from lambda_fn.frames import VideoInfo
-from lambda_fn.known_faces import KnownFaces, build_from_photos
+from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import (
     PersonSeen,
     Recognition,

@@ -2,9 +2,9 @@
 
     uv run --frozen --all-extras python bench/workload.py [--repeat N] [--cases DIR] [--json]
 
-Ours: the local cloud (`hybrid-watcher local-cloud`, moto's server provisioned with the course
-table and known faces) and the local Lambda runtime (`hybrid-lambda serve-local`, the real
-handler), fed by `hybrid-watcher workload --direct` (every clip, N times, put straight into the
+Ours: the local cloud (`hybrid-local cloud`, moto's server provisioned with the course
+table and known faces) and the local Lambda runtime (`hybrid-local serve`, the real
+handler), fed by `hybrid-local workload --direct` (every clip, N times, put straight into the
 input bucket; timed from the first put to the last graded result). The baseline: the classic
 approach (../shared/bench/classic_baseline.py: ffmpeg to JPEGs, face_encodings per frame)
 processing the same clips one after another in one process. Prints videos/min of both and the
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 CLASSIC = REPO.parent / "shared" / "bench" / "classic_baseline.py"
 COURSE = SHARED / "cse546"
-# Written by `hybrid-watcher local-cloud` (watcher/local_cloud.py: STATE_FILE, ENV_FILE).
+# Written by `hybrid-local cloud` (watcher/local_cloud.py: STATE_FILE, ENV_FILE).
 STATE_FILE, ENV_FILE = "local-cloud.json", "local-cloud.env"
 
 

@@ -31,7 +31,7 @@ from lambda_fn.settings import RecognitionOptions
 
 log = get_logger(__name__)
 
-Outcome = Recognition | VideoError
+VideoOutcome = Recognition | VideoError
 Task = tuple[str, Path, tuple[float, float] | None]  # ("video", path, segment or None)
 # A video is split only if every worker gets at least this many samples: each segment costs
 # a seek, up to one GOP decoded before its start, and a re-encoding of the faces it starts on.
@@ -138,7 +138,7 @@ class RecognitionPool:
             worker.stop()
         self._workers = []
 
-    def run(self, paths: Iterable[Path]) -> Iterator[tuple[Path, Outcome]]:
+    def run(self, paths: Iterable[Path]) -> Iterator[tuple[Path, VideoOutcome]]:
         """Recognise every video; yields (path, Recognition or VideoError) in input order."""
         paths = list(paths)
         if len(paths) == 1 or not self._workers:
@@ -146,7 +146,7 @@ class RecognitionPool:
                 yield path, self._outcome(path)
             return
         tasks: list[Task] = [("video", path, None) for path in paths]
-        done: dict[int, Outcome] = {}
+        done: dict[int, VideoOutcome] = {}
         next_out = 0
         for index, outcome in self._dispatch(tasks):
             done[index] = outcome
@@ -154,7 +154,7 @@ class RecognitionPool:
                 yield paths[next_out], done.pop(next_out)
                 next_out += 1
 
-    def _outcome(self, path: Path) -> Outcome:
+    def _outcome(self, path: Path) -> VideoOutcome:
         try:
             return self.recognise(path)
         except VideoError as error:
@@ -172,7 +172,7 @@ class RecognitionPool:
         segments = self._segments(path) if split else []
         if len(segments) < 2:
             return recognise(path, self.known, self.options)
-        parts: dict[int, Outcome] = {}
+        parts: dict[int, VideoOutcome] = {}
         tasks: list[Task] = [("video", path, segment) for segment in segments]
         for index, outcome in self._dispatch(tasks):
             parts[index] = outcome
@@ -201,7 +201,7 @@ class RecognitionPool:
         bounds[-1] = math.inf
         return list(itertools.pairwise(bounds))
 
-    def _dispatch(self, tasks: list[Task]) -> Iterator[tuple[int, Outcome]]:
+    def _dispatch(self, tasks: list[Task]) -> Iterator[tuple[int, VideoOutcome]]:
         """Run tasks on idle workers; yields (task index, outcome) as they finish.
 
         Largest files first (a fair guess at the longest work), so that a big video does
@@ -223,7 +223,7 @@ class RecognitionPool:
                 idle.append(worker)
                 yield index, outcome
 
-    def _receive(self, worker: _Worker) -> tuple[Outcome, _Worker]:
+    def _receive(self, worker: _Worker) -> tuple[VideoOutcome, _Worker]:
         """The worker's answer, and the worker to use next (a new one if it died)."""
         try:
             message: Any = worker.conn.recv()

@@ -1,4 +1,4 @@
-"""`hybrid-watcher local-cloud`: moto's server on loopback, provisioned, until Ctrl-C.
+"""`hybrid-local cloud`: moto's server on loopback, provisioned, until Ctrl-C.
 
 The embedded stand-in for AWS on one laptop: S3, DynamoDB and SQS over real HTTP, with the
 input bucket notifying an SQS queue the way the real bucket triggers the function. It writes

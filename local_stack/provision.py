@@ -1,6 +1,6 @@
 """Idempotent provisioning of the cloud resources the pipeline needs.
 
-One module serves `hybrid-watcher local-cloud`, the tests and docker-compose's `init`
+One module serves `hybrid-local cloud`, the tests and docker-compose's `init`
 service: buckets, the students table (hash key `name`, like the course's), the SQS queue the
 input bucket notifies (the local stand-in for the S3 trigger) and, optionally, the known-faces
 file. Running it twice changes nothing.

@@ -1,4 +1,4 @@
-"""`hybrid-watcher workload CASES_DIR`: drive the pipeline with a folder of videos and grade it.
+"""`hybrid-local workload CASES_DIR`: drive the pipeline with a folder of videos and grade it.
 
 Drops every video (N times with --repeat) into the inbox, atomically, or with --direct uploads
 it straight to the input bucket under this node's prefix as the course's workload script did;
@@ -475,5 +475,5 @@ def _cmd_build_case2(index: Path, out_dir: Path) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {count} videos and expected.mapping (from the students table) to {out_dir}")
-    print(f"run: hybrid-watcher workload {out_dir} --expect {out_dir / 'expected.mapping'}")
+    print(f"run: hybrid-local workload {out_dir} --expect {out_dir / 'expected.mapping'}")
     return EXIT_OK

@@ -51,7 +51,7 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Invocation:
     """How one invocation ended, with Lambda's REPORT figures."""
 
     request_id: str
@@ -119,7 +119,7 @@ class Worker:
         event_json: str,
         timeout_s: float,
         on_cold_start: Callable[[], None] | None = None,
-    ) -> Outcome:
+    ) -> Invocation:
         """Run one invocation; blocks until it ends, crashes or times out.
 
         `on_cold_start` is called once a new environment has finished its init phase, just
@@ -162,7 +162,7 @@ class Worker:
             max_memory_mb=round(max_rss_kb / 1024, 1),
         )
 
-    def _wait_ready(self, request_id: str) -> Outcome | None:
+    def _wait_ready(self, request_id: str) -> Invocation | None:
         started = time.perf_counter()
         message = self._receive(self._init_timeout_s)
         if isinstance(message, tuple) and message[0] == READY:
@@ -201,7 +201,7 @@ class Worker:
             return message
         return _GONE
 
-    def _crashed(self, request_id: str, started: float, cold: bool) -> Outcome:
+    def _crashed(self, request_id: str, started: float, cold: bool) -> Invocation:
         self.process.join(1.0)
         code = self.process.exitcode
         how = (
@@ -225,9 +225,9 @@ class Worker:
         cold: bool,
         *,
         max_memory_mb: float | None = None,
-    ) -> Outcome:
+    ) -> Invocation:
         self.last_used = time.monotonic()
-        return Outcome(
+        return Invocation(
             request_id=request_id,
             status=status,
             payload=payload,
@@ -335,7 +335,7 @@ class WorkerPool:
         event_json: str,
         timeout_s: float,
         on_cold_start: Callable[[], None] | None = None,
-    ) -> Outcome:
+    ) -> Invocation:
         """Run an invocation in a warm environment, or a new one; caller holds a reservation."""
         with self._cond:
             worker = self._idle.pop() if self._idle else None

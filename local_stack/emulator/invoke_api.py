@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from hybrid_common.logs import get_logger
 from local_stack.emulator.dedupe import DedupeRegistry, object_versions
-from local_stack.emulator.environment_pool import Outcome, WorkerPool
+from local_stack.emulator.environment_pool import Invocation, WorkerPool
 from local_stack.emulator.sqs_source import InvocationLogger
 
 log = get_logger(__name__)
@@ -46,7 +46,7 @@ def function_name_of(name_or_arn: str) -> str:
     return parts[0]
 
 
-def tail_log(outcome: Outcome) -> str:
+def tail_log(outcome: Invocation) -> str:
     """What `X-Amz-Log-Type: Tail` returns: Lambda's START/END/REPORT lines, base64."""
     init = f"\tInit Duration: {outcome.init_ms:.2f} ms" if outcome.init_ms is not None else ""
     memory = f"\tMax Memory Used: {outcome.max_memory_mb:.0f} MB" if outcome.max_memory_mb else ""

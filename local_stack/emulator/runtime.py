@@ -1,4 +1,4 @@
-"""`hybrid-lambda serve-local`: the Lambda service, locally, around the real handler.
+"""`hybrid-local serve`: the Lambda service, locally, around the real handler.
 
 It consumes the SQS queue the input bucket notifies (Lambda's SQS event source mapping) and
 serves the Invoke API, running the handler in worker processes that scale with the backlog up
@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.logs import get_logger
 from local_stack.emulator.dedupe import DedupeRegistry
-from local_stack.emulator.environment_pool import Outcome, Worker, WorkerPool
+from local_stack.emulator.environment_pool import Invocation, Worker, WorkerPool
 from local_stack.emulator.execution_env import EnvironmentSpec
 from local_stack.emulator.invoke_api import AsyncInvoker, InvokeApi
 from local_stack.emulator.settings import RuntimeSettings
@@ -41,7 +41,7 @@ _TICK_S = 0.25
 _LAMBDA_ENV = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_REGION")
 
 
-def log_invocation(outcome: Outcome, source: str, keys: list[str]) -> None:
+def log_invocation(outcome: Invocation, source: str, keys: list[str]) -> None:
     """One line per invocation, with the figures of Lambda's REPORT line."""
     fields = {
         "request_id": outcome.request_id,

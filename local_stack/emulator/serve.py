@@ -1,8 +1,7 @@
-"""The `serve-local` subcommand of `hybrid-lambda`: flags, settings, then the local runtime.
+"""`hybrid-local serve`: flags, settings, then the Lambda emulator (`runtime`).
 
-Kept apart from `local_runtime` so that building the command line (which every `hybrid-lambda`
-command and every spawned worker of the console script does) imports neither boto3 nor the
-runtime itself.
+Kept apart from `runtime` so that building the command line (which every spawned worker of
+the console script does again) imports neither boto3 nor the runtime itself.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,24 +18,11 @@ from hybrid_common.logs import configure_logging
 from local_stack.emulator.settings import RuntimeSettings
 
 
-def register_serve_local(sub: Any) -> None:
-    """Add `serve-local` to `hybrid-lambda`'s subcommands."""
-    parser = sub.add_parser(
-        "serve-local",
-        help="run the function locally like Lambda: SQS event source and Invoke API",
-        description="Long-poll the queue the input bucket notifies and serve Lambda's Invoke "
-        "API, running the handler in worker processes that scale with the backlog. Every flag "
-        "overrides the HYBRID_* environment variable of the same name.",
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=serve_local)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue", help="queue name or URL (HYBRID_QUEUE)")
     parser.add_argument("--endpoint-url", help="SQS endpoint (HYBRID_ENDPOINT_URL)")
     parser.add_argument("--region", help="AWS region (HYBRID_REGION)")
-    # dest differs: `handler` is the attribute hybrid-lambda's dispatcher calls.
+    # dest differs: `handler` is the attribute hybrid-local's dispatcher calls.
     parser.add_argument(
         "--handler", dest="function_handler", metavar="MODULE.FUNCTION", help="handler import path"
     )
@@ -54,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="take endpoint, region, queue, output bucket, table and known faces from "
-        "`hybrid-watcher local-cloud`'s state file (var/local-cloud.json) where the "
+        "`hybrid-local cloud`'s state file (var/local-cloud.json) where the "
         "environment does not set them",
     )
 

@@ -1,4 +1,4 @@
-"""Settings of `hybrid-lambda serve-local`, the local stand-in for Lambda's service side.
+"""Settings of `hybrid-local serve`, the local stand-in for Lambda's service side.
 
 Environment variables HYBRID_* (names shared with the watcher where they mean the same thing:
 endpoint_url, region, queue, function_name), overridden by command-line flags. The handler's

@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.logs import get_logger
 from local_stack.emulator.dedupe import DedupeRegistry, versions_in_body
-from local_stack.emulator.environment_pool import Outcome, WorkerPool
+from local_stack.emulator.environment_pool import Invocation, WorkerPool
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -32,10 +32,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-InvocationLogger = Callable[[Outcome, str, list[str]], None]
+InvocationLogger = Callable[[Invocation, str, list[str]], None]
 
 
-def failed_message_ids(outcome: Outcome, message_ids: list[str]) -> set[str]:
+def failed_message_ids(outcome: Invocation, message_ids: list[str]) -> set[str]:
     """Which messages of a batch failed, by Lambda's partial-batch-response rules."""
     if not outcome.ok:
         return set(message_ids)
@@ -202,7 +202,7 @@ class SqsEventSource:
             self._forget(batch)
             self._pool.release()
 
-    def _report_retry(self, message: MessageTypeDef, outcome: Outcome) -> None:
+    def _report_retry(self, message: MessageTypeDef, outcome: Invocation) -> None:
         attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
         fields = {
             "message_id": message["MessageId"],

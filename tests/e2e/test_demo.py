@@ -1,4 +1,4 @@
-"""README command 1 as a real process tree: `hybrid-watcher demo`, supervised parts, signals."""
+"""README command 1 as a real process tree: `hybrid-local demo`, supervised parts, signals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`hybrid-watcher local-cloud` as a real subprocess, checked over HTTP."""
+"""`hybrid-local cloud` as a real subprocess, checked over HTTP."""
 
 from __future__ import annotations
 

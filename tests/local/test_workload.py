@@ -1,5 +1,5 @@
-"""`hybrid-watcher workload`: expectations and grading, the course's test_case_2, and real runs
-(a subprocess) through `serve-local` with the stand-in handler, directly to the bucket and
+"""`hybrid-local workload`: expectations and grading, the course's test_case_2, and real runs
+(a subprocess) through `hybrid-local serve` with the stand-in handler, directly to the bucket and
 through the real watcher daemon's inbox.
 """
 

@@ -1,4 +1,4 @@
-"""`hybrid-lambda serve-local` as a real subprocess against moto's server, with a stand-in
+"""`hybrid-local serve` as a real subprocess against moto's server, with a stand-in
 handler (tests/stand_in_handler.py) that sleeps, answers, crashes, hangs or fails on request.
 """
 

@@ -1,4 +1,4 @@
-"""`serve-local`'s settings: flags over environment over local-cloud's state file."""
+"""`hybrid-local serve`'s settings: flags over environment over local-cloud's state file."""
 
 from __future__ import annotations
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 
-from local_stack.emulator.environment_pool import Outcome, Status
+from local_stack.emulator.environment_pool import Invocation, Status
 from local_stack.emulator.invoke_api import function_name_of
 from local_stack.emulator.sqs_source import failed_message_ids, lambda_sqs_record
 
 IDS = ["m1", "m2", "m3"]
 
 
-def _ok(result: object) -> Outcome:
-    return Outcome("r", Status.OK, json.dumps(result), 1.0, cold=False)
+def _ok(result: object) -> Invocation:
+    return Invocation("r", Status.OK, json.dumps(result), 1.0, cold=False)
 
 
 def test_a_failed_invocation_fails_the_whole_batch() -> None:
     for status in (Status.ERROR, Status.CRASH, Status.TIMEOUT):
-        assert failed_message_ids(Outcome("r", status, "{}", 1.0, cold=False), IDS) == set(IDS)
+        assert failed_message_ids(Invocation("r", status, "{}", 1.0, cold=False), IDS) == set(IDS)
 
 
 def test_batch_item_failures_fail_only_the_listed_messages() -> None:

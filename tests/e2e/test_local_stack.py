@@ -100,7 +100,7 @@ def test_the_course_clips_come_back_correct_through_serve_local(
     completed = runtime.named("invocation.completed")
     cold = [e for e in completed if e["cold"]]
     print(
-        f"\n8 course clips through hybrid-local serve + the real handler: {report['elapsed_s']:.1f} s, "
+        f"\n8 course clips through the emulator + the real handler: {report['elapsed_s']:.1f} s, "
         f"latency p50 {report['latency_s']['p50']:.1f} s / max {report['latency_s']['max']:.1f} s, "
         f"cold starts {len(cold)} (init {[e.get('init_ms') for e in cold]} ms), "
         f"peak memory {max(e.get('max_memory_mb') or 0 for e in completed):.0f} MB"

@@ -4,4 +4,6 @@ import sys
 
 from local_stack.cli import main
 
-sys.exit(main())
+# The guard matters: the emulator's workers are spawned, and spawn imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,19 +28,19 @@ var/known_faces.json: | install
 
 STUDENTS_ARG = $$([ -f "$(SHARED_DATA)/cse546/student_data.json" ] && echo --students "$(SHARED_DATA)/cse546/student_data.json")
 
-# The whole pipeline: local cloud, `hybrid-lambda serve-local` and `hybrid-watcher run`,
+# The whole pipeline: local cloud, `hybrid-local serve` and `hybrid-watcher run`,
 # supervised; drop videos into ./var/inbox, results land in ./var/done. Ctrl-C stops all.
 demo: install var/known_faces.json
-	$(RUN) hybrid-watcher demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG)
+	$(RUN) hybrid-local demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG)
 
 # The same, dropping the course clips and exiting 0 only if every answer is right.
 demo-samples: install var/known_faces.json
-	$(RUN) hybrid-watcher demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG) \
+	$(RUN) hybrid-local demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG) \
 	  --samples "$(SHARED_DATA)/cse546/test_case_1" --expect "$(SHARED_DATA)/cse546/mapping"
 
 # Only the local cloud (moto's server, provisioned), e.g. to run the other parts by hand.
 local-cloud: install var/known_faces.json
-	$(LOCAL_AWS) HYBRID_STAGING_ROOT=./var $(RUN) hybrid-watcher local-cloud --state-dir ./var \
+	$(LOCAL_AWS) HYBRID_STAGING_ROOT=./var $(RUN) hybrid-local cloud --state-dir ./var \
 	  --known-faces var/known_faces.json $(STUDENTS_ARG)
 
 lint: install

@@ -103,14 +103,18 @@ def ours(videos: list[Path], faces: Path, mode: str, workers: int | None) -> dic
         "cpu": cpu,
         "peak_mib": peak,
         "videos": {
-            Path(v["video"]).name: {
+            Path(v.get("input", {}).get("key") or v["input_key"]).name: {
                 "people": [p["name"] for p in v.get("people", [])]
-                if v["status"] == "ok"
+                if "code" not in v
                 else [f"ERROR {v['code']}"],
-                "seconds": v.get("seconds", 0.0),
+                "seconds": v.get("timings", {}).get("total", 0.0),
                 "cpu": v.get("timings", {}).get("cpu", 0.0),
-                "encoded": v.get("faces_encoded", 0),
-                "tracked": v.get("faces_tracked", 0),
+                "encoded": data["work"]
+                .get(v.get("input", {}).get("key"), {})
+                .get("faces_encoded", 0),
+                "tracked": data["work"]
+                .get(v.get("input", {}).get("key"), {})
+                .get("faces_tracked", 0),
             }
             for v in data["videos"]
         },

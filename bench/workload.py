@@ -2,9 +2,9 @@
 
     uv run --frozen --all-extras python bench/workload.py [--repeat N] [--cases DIR] [--json]
 
-Ours: the local cloud (`hybrid-watcher local-cloud`, moto's server provisioned with the course
-table and known faces) and the local Lambda runtime (`hybrid-lambda serve-local`, the real
-handler), fed by `hybrid-watcher workload --direct` (every clip, N times, put straight into the
+Ours: the local cloud (`hybrid-local cloud`, moto's server provisioned with the course
+table and known faces) and the local Lambda runtime (`hybrid-local serve`, the real
+handler), fed by `hybrid-local workload --direct` (every clip, N times, put straight into the
 input bucket; timed from the first put to the last graded result). The baseline: the classic
 approach (../shared/bench/classic_baseline.py: ffmpeg to JPEGs, face_encodings per frame)
 processing the same clips one after another in one process. Prints videos/min of both and the
@@ -28,18 +28,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 CLASSIC = REPO.parent / "shared" / "bench" / "classic_baseline.py"
 COURSE = SHARED / "cse546"
-# Written by `hybrid-watcher local-cloud` (watcher/local_cloud.py: STATE_FILE, ENV_FILE).
+# Written by `hybrid-local cloud` (watcher/local_cloud.py: STATE_FILE, ENV_FILE).
 STATE_FILE, ENV_FILE = "local-cloud.json", "local-cloud.env"
 
 
 sys.path.insert(0, str(REPO))
-from watcher.demo import read_env_file  # noqa: E402 -- after the path set-up above
-from watcher.expectations import (  # noqa: E402 -- after the path set-up above
+from hybrid_common.students import read_students  # noqa: E402 -- after the path set-up above
+from local_stack.demo import read_env_file  # noqa: E402 -- after the path set-up above
+from local_stack.expectations import (  # noqa: E402 -- after the path set-up above
     expected_from_table,
     read_expectations,
     render_mapping,
 )
-from watcher.students import read_students  # noqa: E402 -- after the path set-up above
 
 
 def expectations_in_table_words(mapping: Path, out: Path) -> Path:
@@ -77,7 +77,7 @@ class Stack:
     def start(self, known_faces: Path) -> dict[str, str]:
         self._start(
             "local-cloud",
-            [sys.executable, "-m", "watcher", "local-cloud", "--port", "0",
+            [sys.executable, "-m", "local_stack", "cloud", "--port", "0",
              "--state-dir", str(self.work), "--known-faces", str(known_faces),
              "--students", str(COURSE / "student_data.json")],
             self.env,
@@ -90,7 +90,7 @@ class Stack:
         env = {**self.env, **read_env_file(self.work / ENV_FILE)}
         self._start(
             "serve-local",
-            [sys.executable, "-m", "lambda_fn", "serve-local",
+            [sys.executable, "-m", "local_stack", "serve",
              "--cloud-state", str(self.work / STATE_FILE)],
             env,
         )  # fmt: skip
@@ -108,7 +108,7 @@ class Stack:
 
 
 def run_ours(env: dict[str, str], cases: Path, expect: Path, repeat: int) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "watcher", "workload", str(cases), "--direct", "--json",
+    argv = [sys.executable, "-m", "local_stack", "workload", str(cases), "--direct", "--json",
             "--expect", str(expect), "--repeat", str(repeat), "--timeout", "1800"]  # fmt: skip
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, check=False)
     if not done.stdout.strip():

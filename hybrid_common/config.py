@@ -1,17 +1,34 @@
-"""Turning settings validation errors into lines a person can act on, and exit status 78."""
+"""What every program's settings share: the HYBRID_ prefix, the log options, readable errors.
+
+Validation errors become lines a person can act on, and exit status 78.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Literal, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 # sysexits.h: "configuration error". systemd units use RestartPreventExitStatus=78 so a bad
 # config is not restarted in a loop.
 EX_CONFIG = 78
+
+# Every setting of every program is also the environment variable HYBRID_<NAME>.
+ENV_PREFIX = "HYBRID_"
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+# `auto`: JSON lines when stderr/stdout is not a terminal (journald), colours when it is.
+LogFormat = Literal["auto", "json", "console"]
+_JSON_BY_FORMAT: dict[str, bool | None] = {"auto": None, "json": True, "console": False}
+
+
+def json_logs(log_format: LogFormat) -> bool | None:
+    """The `log_format` setting as `configure_logging`'s `json` argument (None: by terminal)."""
+    return _JSON_BY_FORMAT[log_format]
+
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from hybrid_common.logs import configure_logging
-from lambda_fn.serve_local import register_serve_local
 
 # argparse's type for `add_subparsers()`; a private name, hence the alias.
 Subparsers = Any
@@ -72,7 +71,7 @@ def register_process(sub: Subparsers) -> None:
     process.set_defaults(handler=_process)
 
 
-COMMANDS: list[Register] = [register_faces, register_process, register_serve_local]
+COMMANDS: list[Register] = [register_faces, register_process]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _faces_build(args: argparse.Namespace) -> int:
-    from lambda_fn.known_faces import build_from_photos
+    from lambda_fn.enrolment import build_from_photos
 
     known, skipped = build_from_photos(args.photo_dir)
     for photo in skipped:
@@ -139,15 +138,18 @@ def _faces_show(args: argparse.Namespace) -> int:
 
 
 def _process(args: argparse.Namespace) -> int:
+    from hybrid_common.results import ErrorDoc
+    from hybrid_common.students import read_students
     from lambda_fn.contact_sheet import render_contact_sheet
+    from lambda_fn.directory import Student
     from lambda_fn.known_faces import KnownFaces
-    from lambda_fn.pool import RecognitionPool
     from lambda_fn.recognition import Recognition
+    from lambda_fn.recognition_pool import RecognitionPool
     from lambda_fn.settings import RecognitionOptions
-    from lambda_fn.students_file import load_students
 
+    table = read_students(args.students) if args.students else []
     known = KnownFaces.load(args.faces)
-    students = load_students(args.students) if args.students else {}
+    students = {s.name: Student(s.name, s.major, s.year) for s in table}
     overrides = {
         "mode": args.mode,
         "sample_fps": args.sample_fps,
@@ -159,31 +161,42 @@ def _process(args: argparse.Namespace) -> int:
     if args.contact_sheets:
         args.contact_sheets.mkdir(parents=True, exist_ok=True)
     documents: list[dict[str, Any]] = []
+    work: dict[str, dict[str, int]] = {}
     failed = 0
     with RecognitionPool(known, options) as pool:
         # Timed from here: loading the models is the cold start, reported apart.
         started = time.perf_counter()
         for path, outcome in pool.run(args.videos):
             if isinstance(outcome, Recognition):
-                document = _describe(path, outcome, students)
+                document = details_document(path, outcome, students, options)
+                work[str(path)] = {
+                    "faces_encoded": outcome.faces_encoded,
+                    "faces_tracked": outcome.faces_tracked,
+                }
                 if args.contact_sheets and (sheet := render_contact_sheet(outcome)):
                     (args.contact_sheets / f"{path.stem}.faces.jpg").write_bytes(sheet)
                 line = "+".join(outcome.names) or "-"
+                seconds: float | None = outcome.timings["total"]
             else:
                 failed += 1
-                document = {"video": str(path), "status": "error", "code": outcome.code}
-                document["message"] = outcome.message
+                error = ErrorDoc(outcome.code, outcome.message, "", input_key=str(path))
+                document = json.loads(error.to_json())
                 line = f"ERROR {outcome.code}: {outcome.message}"
+                seconds = None
             documents.append(document)
             if not args.json:
-                seconds = document.get("seconds")
                 took = f"{seconds:.2f}s" if seconds is not None else "-"
                 print(f"{path.name}\t{line}\t{took}", flush=True)
     total = round(time.perf_counter() - started, 3)
     if args.json:
         print(
             json.dumps(
-                {"total_seconds": total, "options": options.model_dump(), "videos": documents}
+                {
+                    "total_seconds": total,
+                    "options": options.model_dump(),
+                    "videos": documents,
+                    "work": work,
+                }
             )
         )
     else:
@@ -191,37 +204,24 @@ def _process(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _describe(path: Path, recognition: Any, students: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    """The JSON view of one video's result (the fields of the function's <stem>.json)."""
-    info = recognition.video
-    return {
-        "video": str(path),
-        "status": "ok",
-        "seconds": recognition.timings["total"],
-        "people": [
-            {
-                "name": person.name,
-                "major": students.get(person.name, ("", ""))[0],
-                "year": students.get(person.name, ("", ""))[1],
-                "first_seen_s": person.first_seen_s,
-                "last_seen_s": person.last_seen_s,
-                "frames": person.frames,
-                "distance": round(person.distance, 4),
-            }
-            for person in recognition.people
-        ],
-        "unknown_faces": recognition.unknown_faces,
-        "frames_sampled": recognition.frames_sampled,
-        "faces_encoded": recognition.faces_encoded,
-        "faces_tracked": recognition.faces_tracked,
-        "info": {
-            "duration_s": info.duration_s,
-            "fps": info.fps,
-            "width": info.width,
-            "height": info.height,
-            "rotation": info.rotation,
-            "codec": info.codec,
-            "container": info.container,
-        },
-        "timings": recognition.timings,
-    }
+def details_document(
+    path: Path, recognition: Any, students: dict[str, Any], options: Any
+) -> dict[str, Any]:
+    """One video's result as the function writes it to `<stem>.json` (same builder, same schema).
+
+    The input key is the local path; there is no request id or function version offline.
+    """
+    from hybrid_common.results import InputDetails
+    from lambda_fn.outputs import build_details, settings_used
+
+    details = build_details(
+        recognition,
+        students,
+        input_ref=InputDetails(key=str(path), size=path.stat().st_size),
+        timings=recognition.timings,
+        settings=settings_used(options),
+        function_version="",
+        request_id="",
+    )
+    document: dict[str, Any] = json.loads(details.to_json())
+    return document

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from hybrid_common.logs import get_logger
+from hybrid_common.students import TABLE_KEY, TABLE_KEY_TYPE
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -92,10 +93,10 @@ class StudentDirectory:
             chunk = names[start : start + BATCH_LIMIT]
             request: dict[str, KeysAndAttributesTypeDef] = {
                 self._table: {
-                    "Keys": [{"name": {"S": name}} for name in chunk],
+                    "Keys": [{TABLE_KEY: {TABLE_KEY_TYPE: name}} for name in chunk],
                     # `year` is a reserved word in DynamoDB expressions.
                     "ProjectionExpression": "#n, major, #y",
-                    "ExpressionAttributeNames": {"#n": "name", "#y": "year"},
+                    "ExpressionAttributeNames": {"#n": TABLE_KEY, "#y": "year"},
                 }
             }
             for round_ in range(MAX_UNPROCESSED_ROUNDS):
@@ -125,7 +126,7 @@ class StudentDirectory:
 
 def _student(item: Mapping[str, Any]) -> Student:
     return Student(
-        name=_plain(item.get("name")),
+        name=_plain(item.get(TABLE_KEY)),
         major=_plain(item.get("major")),
         year=_plain(item.get("year")),
     )

@@ -37,7 +37,13 @@ from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.results import ErrorDoc, InputDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
-from lambda_fn.events import (
+from lambda_fn.faces import models
+from lambda_fn.known_faces import KnownFaces
+from lambda_fn.metrics import FunctionMetrics
+from lambda_fn.outputs import ResultWriter, build_details, settings_used
+from lambda_fn.recognition import VideoError
+from lambda_fn.recognition_pool import RecognitionPool
+from lambda_fn.s3_events import (
     EventFormatError,
     S3Event,
     S3ObjectRef,
@@ -45,12 +51,6 @@ from lambda_fn.events import (
     SQSEvent,
     source_of,
 )
-from lambda_fn.faces import models
-from lambda_fn.known_faces import KnownFaces
-from lambda_fn.metrics import FunctionMetrics
-from lambda_fn.outputs import ResultWriter, build_details, settings_used
-from lambda_fn.pool import RecognitionPool
-from lambda_fn.recognition import VideoError
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 
 if TYPE_CHECKING:

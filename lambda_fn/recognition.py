@@ -1,7 +1,7 @@
 """The recognition core: a video file and the known faces in, the people seen in it out.
 
 Pure apart from reading the file: no cloud, no output files. The handler and
-`hybrid-lambda process` both call `recognise`; `lambda_fn.pool` spreads many videos over
+`hybrid-lambda process` both call `recognise`; `lambda_fn.recognition_pool` spreads many videos over
 processes.
 """
 
@@ -96,7 +96,7 @@ def recognise(
 ) -> Recognition:
     """Find the known people in a video file; raises VideoError for videos it cannot read.
 
-    `segment` (start, end seconds) limits the work to those samples: `lambda_fn.pool`
+    `segment` (start, end seconds) limits the work to those samples: `lambda_fn.recognition_pool`
     splits long videos over processes.
     """
     start_s, end_s = segment or (0.0, math.inf)

@@ -12,9 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from hybrid_common.config import check_bucket_name
-
-ENV_PREFIX = "HYBRID_"
+from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
@@ -47,8 +45,9 @@ class RecognitionOptions(BaseSettings):
     workers: int = Field(
         default=0,
         ge=0,
-        description="Processes of lambda_fn.pool.RecognitionPool: videos are spread over them "
-        "and a long video ('all' mode) is split in time segments; 0 means one per CPU core.",
+        description="Processes of lambda_fn.recognition_pool.RecognitionPool: videos are spread "
+        "over them and a long video ('all' mode) is split in time segments; 0 means one per "
+        "CPU core.",
     )
     find_small_faces: bool = Field(
         default=True,
@@ -90,7 +89,7 @@ class FunctionSettings(BaseSettings):
     )
     tmp_dir: Path = Path("/tmp")  # noqa: S108 - Lambda's only writable folder
     contact_sheet: bool = True
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = "info"
     students_cache_ttl_s: float = Field(
         default=300.0, ge=0, description="How long a warm container reuses a student lookup."
     )

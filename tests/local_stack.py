@@ -1,4 +1,4 @@
-"""Test helpers for the local stack: provision moto, run `serve-local` as a real subprocess.
+"""Test helpers for the local stack: provision moto, run `hybrid-local serve` as a real subprocess.
 
 `ServeLocal` starts the runtime with the stand-in handler (tests/stand_in_handler.py), reads
 its JSON log lines from stdout in a thread, and stops it with a real SIGTERM. `SeaweedProcess`
@@ -25,13 +25,13 @@ from typing import Any
 
 import boto3
 
-from watcher.provision import Resources, make_clients, provision
+from local_stack.provision import Resources, make_clients, provision
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # The command the docker-compose `lambda` service runs (without the console script, which
 # the function image does not install).
-SERVE_LOCAL = [sys.executable, "-m", "lambda_fn", "serve-local"]
+SERVE_LOCAL = [sys.executable, "-m", "local_stack", "serve"]
 
 Event = dict[str, Any]
 
@@ -196,7 +196,7 @@ def s3_client(endpoint: str) -> Any:
 
 
 class ServeLocal:
-    """`python -m lambda_fn serve-local` with the stand-in handler, and its log events."""
+    """`python -m local_stack serve` with the stand-in handler, and its log events."""
 
     def __init__(
         self,
@@ -288,7 +288,7 @@ class ServeLocal:
             self.process.wait()
             self._reader.join(5)
             raise AssertionError(
-                f"serve-local did not stop within {timeout_s} s after SIGTERM:\n"
+                f"the emulator did not stop within {timeout_s} s after SIGTERM:\n"
                 + "\n".join(json.dumps(e) for e in self.events[-10:])
                 + "\n"
                 + "\n".join(self.other_lines[-60:])

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lambda_fn.cli import build_parser as lambda_parser
-from lambda_fn.runtime_settings import RuntimeSettings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
+from local_stack.cli import build_parser as local_parser
+from local_stack.emulator.settings import RuntimeSettings
 from tests.local_stack import SERVE_LOCAL
 from watcher.cli import build_parser as watcher_parser
 from watcher.settings import WatcherSettings
@@ -36,9 +36,13 @@ def test_the_services_run_the_commands_the_tests_run(
 ) -> None:
     lambda_ = services["lambda"]
     assert lambda_["build"]["dockerfile"] == "lambda_fn/Dockerfile"
-    # The tests run `python -m lambda_fn serve-local`; the image's python is /opt/venv's.
+    # The tests run `python -m local_stack serve`; the image's python is /opt/venv's.
     assert [*lambda_["entrypoint"][1:], *lambda_["command"]] == SERVE_LOCAL[1:]
-    assert lambda_parser().parse_args(lambda_["command"]).command == "serve-local"
+    assert local_parser().parse_args(lambda_["command"]).command == "serve"
+    # Neither image carries the local stack: compose mounts it where it runs.
+    mount = "./local_stack:/opt/app/local_stack:ro"
+    assert mount in lambda_["volumes"] and mount in services["init"]["volumes"]
+    assert services["init"]["entrypoint"] == ["python", "-m", "local_stack"]
     watcher_entry = (REPO / "watcher" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m", "watcher"]' in watcher_entry
     assert watcher_parser().parse_args(services["watcher"]["command"]).command == "run"
@@ -49,7 +53,7 @@ def test_the_services_run_the_commands_the_tests_run(
         placeholder.as_posix() if a.startswith("/config/") else a
         for a in services["init"]["command"]
     ]
-    args = watcher_parser().parse_args(init)
+    args = local_parser().parse_args(init)
     assert (args.command, args.function_timeout) == ("provision", 900)
     assert args.students == args.known_faces == placeholder
 

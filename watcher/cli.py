@@ -1,4 +1,4 @@
-"""`hybrid-watcher` commands: run the daemon, inspect the journal, retry, submit files.
+"""`hybrid-watcher` commands: run the daemon, inspect the journal, retry, submit, load students.
 
 Each subcommand is one entry of COMMANDS: (name, help, add_arguments, handler). A handler
 gets the parsed arguments and returns the exit status; settings errors exit 78.
@@ -19,8 +19,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
-from watcher import cloud_cmds, demo, workload
+from hybrid_common.students import StudentsFileError, load_students, read_students
 from watcher.journal import TERMINAL, JournalStore, State, Submission
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
@@ -32,6 +33,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 EXIT_FAILED = 1  # some submission failed or timed out
 EXIT_WAIT_TIMEOUT = 3  # `submit --wait --timeout` expired first
+EX_NOINPUT = 66  # sysexits.h: an input file did not exist or was not readable
 
 
 def _settings() -> WatcherSettings:
@@ -85,8 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from watcher.service import WatcherService  # the daemon's imports only when running it
 
     settings = _settings()
-    as_json = {"auto": None, "json": True, "console": False}[settings.log_format]
-    configure_logging(settings.log_level, json=as_json)
+    configure_logging(settings.log_level, json=json_logs(settings.log_format))
     service = WatcherService(settings)
     try:
         asyncio.run(service.serve())
@@ -311,6 +312,37 @@ def _result_line(sub: Submission) -> str:
     return f"{sub.original_name}: {sub.state.value}{took}: {_outcome(sub)} → {sub.final_path}"
 
 
+# --- students load ---
+
+
+def add_students_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load = actions.add_parser("load", help="put every student of FILE.json into the table")
+    load.add_argument("file", type=Path, help="students JSON ([{name, major, year}, ...])")
+
+
+def cmd_students(args: argparse.Namespace) -> int:
+    """The table the function reads, filled from the course's file (real AWS or any endpoint)."""
+    import boto3  # only this command talks to DynamoDB, synchronously
+    from botocore.config import Config
+
+    settings = _settings()
+    try:
+        students = read_students(args.file)
+    except StudentsFileError as error:
+        print(f"students load: {error}", file=sys.stderr)
+        return EX_NOINPUT
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+    count = load_students(dynamodb, settings.table, students)
+    print(f"loaded {count} students into {settings.table}")
+    return 0
+
+
 # Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
 COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
@@ -319,34 +351,10 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
     (
-        "local-cloud",
-        "embedded local cloud: moto's server on loopback, provisioned, until Ctrl-C",
-        cloud_cmds.add_local_cloud_arguments,
-        cloud_cmds.cmd_local_cloud,
-    ),
-    (
-        "provision",
-        "create buckets, table, queue and notifications at the configured endpoint",
-        cloud_cmds.add_provision_arguments,
-        cloud_cmds.cmd_provision,
-    ),
-    (
-        "demo",
-        "local cloud + function runtime + watcher, supervised; Ctrl-C stops all",
-        demo.add_arguments,
-        demo.cmd_demo,
-    ),
-    (
         "students",
         "manage the students table",
-        cloud_cmds.add_students_arguments,
-        cloud_cmds.cmd_students,
-    ),
-    (
-        "workload",
-        "submit a folder of videos, wait for every result and grade them",
-        workload.add_arguments,
-        workload.cmd_workload,
+        add_students_arguments,
+        cmd_students,
     ),
 ]
 

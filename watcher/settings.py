@@ -22,10 +22,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from hybrid_common.config import check_bucket_name, check_writable_dir, exit_on_config_error
+from hybrid_common.config import (
+    ENV_PREFIX,
+    check_bucket_name,
+    check_writable_dir,
+    exit_on_config_error,
+)
 from hybrid_common.keys import validate_segment
 
-ENV_PREFIX = "HYBRID_"
 DEFAULT_CONFIG_FILE = Path("/etc/hybrid-watcher/config.toml")
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]

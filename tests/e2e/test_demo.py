@@ -1,4 +1,4 @@
-"""README command 1 as a real process tree: `hybrid-watcher demo`, supervised parts, signals."""
+"""README command 1 as a real process tree: `hybrid-local demo`, supervised parts, signals."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def known_faces(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def demo_argv(state_dir: Path, known_faces: Path, shared_data: Path) -> list[str]:
     return [
-        sys.executable, "-m", "watcher", "demo", "--state-dir", str(state_dir), "--port", "0",
+        sys.executable, "-m", "local_stack", "demo", "--state-dir", str(state_dir), "--port", "0",
         "--known-faces", str(known_faces),
         "--students", str(shared_data / "cse546" / "student_data.json"),
     ]  # fmt: skip

@@ -1,5 +1,5 @@
 """trigger_mode "invoke" on one machine: S3 on moto's server, Lambda's Invoke API served by
-`hybrid-lambda serve-local` (two endpoints: `endpoint_url` and `lambda_endpoint_url`)."""
+`hybrid-local serve` (two endpoints: `endpoint_url` and `lambda_endpoint_url`)."""
 
 from __future__ import annotations
 

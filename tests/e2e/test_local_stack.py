@@ -1,5 +1,5 @@
 """End to end through the local stack: the course's 8 clips, uploaded to the input bucket as
-the course's workload script did, come back correct through `serve-local` running the real
+the course's workload script did, come back correct through `hybrid-local serve` running the real
 handler (real PyAV, face_recognition, DynamoDB lookups in moto), graded by `workload`.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_common.students import load_students, read_students
+from local_stack.expectations import expected_from_table, read_expectations, render_mapping
+from local_stack.provision import Resources, make_clients, provision
 from tests.local_stack import REPO, ServeLocal
-from watcher.expectations import expected_from_table, read_expectations, render_mapping
-from watcher.provision import Resources, make_clients, provision
-from watcher.students import load_students, read_students
 
 
 @pytest.mark.slow
@@ -84,7 +84,7 @@ def test_the_course_clips_come_back_correct_through_serve_local(
     try:
         grade = ["--direct", "--expect", str(expect), "--json", "--timeout", "400"]
         done = subprocess.run(
-            [sys.executable, "-m", "watcher", "workload", str(data / "test_case_1"), *grade],
+            [sys.executable, "-m", "local_stack", "workload", str(data / "test_case_1"), *grade],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -100,7 +100,7 @@ def test_the_course_clips_come_back_correct_through_serve_local(
     completed = runtime.named("invocation.completed")
     cold = [e for e in completed if e["cold"]]
     print(
-        f"\n8 course clips through serve-local + the real handler: {report['elapsed_s']:.1f} s, "
+        f"\n8 course clips through the emulator + the real handler: {report['elapsed_s']:.1f} s, "
         f"latency p50 {report['latency_s']['p50']:.1f} s / max {report['latency_s']['max']:.1f} s, "
         f"cold starts {len(cold)} (init {[e.get('init_ms') for e in cold]} ms), "
         f"peak memory {max(e.get('max_memory_mb') or 0 for e in completed):.0f} MB"

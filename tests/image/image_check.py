@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runtime_api import RuntimeApi
 
 from hybrid_common.keys import ResultKind, result_key
+from hybrid_common.students import load_students, read_students
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
+from local_stack.provision import ensure_table
 from tests.course import COURSE_CLIPS
-from watcher.provision import ensure_table
-from watcher.students import load_students, read_students
 
 REPO = Path(__file__).resolve().parents[2]
 COURSE = COURSE_CLIPS

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_common.result_schema import check_details
 from lambda_fn.known_faces import KnownFaces
 from tests.lambda_fn.test_safe_pickle import malicious_pickle
 
@@ -101,7 +102,8 @@ def test_process_json_with_students(shared_data: Path, course_faces: Path) -> No
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     (video,) = document["videos"]
-    assert video["status"] == "ok" and video["frames_sampled"] == 1
+    assert check_details(video).frames_sampled == 1, "the function's <stem>.json schema"
+    assert video["status"] == "ok"
     (person,) = video["people"]
     assert (person["name"], person["major"], person["year"]) == ("mr_bean", "lawyer", "freshmen")
     assert document["options"]["mode"] == "first-match"

@@ -21,15 +21,15 @@ from PIL import Image
 
 from hybrid_common.keys import ResultKind, result_key
 from hybrid_common.results import ErrorDoc, ResultDetails
+from hybrid_common.students import load_students, read_students
 from lambda_fn import handler as handler_module
 from lambda_fn.handler import Runtime
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
+from local_stack.provision import ensure_table
 from tests.course import COURSE_CLIPS
-from watcher.provision import ensure_table
-from watcher.students import load_students, read_students
 
 COURSE = COURSE_CLIPS
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}

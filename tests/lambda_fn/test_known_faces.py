@@ -1,4 +1,4 @@
-"""The known-faces store: exact round trip, validation with clear errors, building from photos."""
+"""The known-faces store: exact round trip, validation with clear errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lambda_fn.known_faces import FORMAT, VERSION, KnownFaces, KnownFacesError, build_from_photos
+from lambda_fn.known_faces import FORMAT, VERSION, KnownFaces, KnownFacesError
 
 
 def sample_store(people: int = 3, per_person: int = 2) -> KnownFaces:
@@ -91,30 +91,3 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_mismatched_lists_are_refused() -> None:
     with pytest.raises(KnownFacesError, match="2 names, 1 encodings"):
         KnownFaces.from_lists(["a", "b"], [np.zeros(128)])
-
-
-@pytest.mark.slow
-def test_build_from_photos_skips_unusable_photos(shared_data: Path, tmp_path: Path) -> None:
-    """Several photos per person; a two-person photo and a broken file are reported, skipped."""
-    faces = shared_data / "faces"
-    photos = tmp_path / "photos"
-    (photos / "barack_obama").mkdir(parents=True)
-    for name in ("obama.jpg", "obama2.jpg"):
-        (photos / "barack_obama" / name).symlink_to(faces / "known" / "barack_obama" / name)
-    (photos / "crowd").mkdir()
-    (photos / "crowd" / "two.jpg").symlink_to(faces / "probes" / "two_people.jpg")
-    (photos / "crowd" / "broken.png").write_text("not an image")
-    (photos / "crowd" / "notes.txt").write_text("ignored: not a photo suffix")
-    (photos / "loose.jpg").symlink_to(faces / "known" / "joe_biden" / "biden.jpg")
-
-    store, skipped = build_from_photos(photos)
-
-    assert store.names == ["barack_obama", "barack_obama"]
-    assert store.sources == ["barack_obama/obama.jpg", "barack_obama/obama2.jpg"]
-    # Two photos of one person encode close together.
-    assert float(np.linalg.norm(store.encodings[0] - store.encodings[1])) < 0.6
-    reasons = {photo.path.name: photo.reason for photo in skipped}
-    assert reasons.keys() == {"two.jpg", "broken.png", "loose.jpg"}
-    assert "not in a <name>/ folder" in reasons["loose.jpg"]
-    assert reasons["two.jpg"] == "2 faces (need exactly one)"
-    assert reasons["broken.png"].startswith("unreadable")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lambda_fn.enrolment import build_from_photos
 from lambda_fn.frames import VideoInfo
-from lambda_fn.known_faces import KnownFaces, build_from_photos
-from lambda_fn.pool import RecognitionPool
+from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import (
     PersonSeen,
     Recognition,
@@ -17,6 +17,7 @@ from lambda_fn.recognition import (
     merge_segments,
     recognise,
 )
+from lambda_fn.recognition_pool import RecognitionPool
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import RecognitionOptions
 from tests.course import COURSE_CLIPS

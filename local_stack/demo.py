@@ -1,0 +1,257 @@
+"""`hybrid-watcher demo`: the whole pipeline on one machine, as three supervised processes.
+
+local cloud (moto's server, provisioned) → `hybrid-lambda serve-local` (the real handler in
+Lambda-like worker processes) → `hybrid-watcher run` (the daemon, staging root under
+`./var`). They run as separate processes, as in production: a part that dies is restarted
+while the others keep their state, and Ctrl-C stops all three, watcher first. With
+`--samples DIR` it also drops the videos in DIR, waits for their results, prints a table and
+exits 0 only if all are correct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from hybrid_common.logs import configure_logging, get_logger
+from hybrid_common.students import read_students
+from local_stack.cloud import ENV_FILE, STATE_FILE
+from local_stack.expectations import (
+    ExpectationError,
+    expected_from_table,
+    read_expectations,
+    render_mapping,
+)
+
+log = get_logger(__name__)
+
+RESTART_DELAY_S = 1.0
+# A part that keeps dying is a bug to look at, not something to hammer on forever.
+MAX_RESTARTS_PER_MINUTE = 5
+STOP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Part:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        # Own session: Ctrl-C reaches only the supervisor, which then stops parts in order.
+        self.process = subprocess.Popen(  # noqa: S603 - argv is built here from sys.executable
+            self.argv, env=self.env, start_new_session=True
+        )
+        log.info("demo.part_started", part=self.name, pid=self.process.pid)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("demo.part_killed", part=self.name, after_s=STOP_TIMEOUT_S)
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `export NAME=value` lines local-cloud writes (values are shell-quoted)."""
+    env = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, value = words[1].split("=", 1)
+            env[name] = value
+    return env
+
+
+class Demo:
+    """Starts, watches and stops the three parts."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.state_dir: Path = args.state_dir.resolve()
+        self.should_exit = threading.Event()
+        self.parts: list[Part] = []
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # moto accepts any credentials; dummies keep the SDKs from searching further. Only
+        # for this loopback-only demo, and only when none are set.
+        env.setdefault("AWS_ACCESS_KEY_ID", "local")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "local-not-a-secret")
+        env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        env["HYBRID_STAGING_ROOT"] = str(self.state_dir)
+        return env
+
+    def start_cloud(self) -> dict[str, str]:
+        state = self.state_dir / STATE_FILE
+        state.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "local_stack", "cloud", "--port", str(self.args.port)]
+        argv += ["--state-dir", str(self.state_dir)]
+        if self.args.students:
+            argv += ["--students", str(self.args.students)]
+        if self.args.known_faces:
+            argv += ["--known-faces", str(self.args.known_faces)]
+        cloud = Part("local-cloud", argv, self.base_env())
+        cloud.start()
+        self.parts.append(cloud)
+        deadline = time.monotonic() + 60
+        while not state.exists():
+            if not cloud.running() or time.monotonic() > deadline:
+                raise RuntimeError("the local cloud did not come up (see its log above)")
+            time.sleep(0.1)
+        return {**self.base_env(), **read_env_file(self.state_dir / ENV_FILE)}
+
+    def start(self) -> None:
+        env = self.start_cloud()
+        runtime_argv = [sys.executable, "-m", "local_stack", "serve"]
+        runtime_argv += ["--cloud-state", str(self.state_dir / STATE_FILE)]
+        self.parts.append(Part("serve-local", runtime_argv, env))
+        self.parts.append(Part("watcher", [sys.executable, "-m", "watcher", "run"], env))
+        for part in self.parts[1:]:
+            part.start()
+
+    def supervise_once(self) -> None:
+        """Restart any part that died on its own (the others keep their state)."""
+        now = time.monotonic()
+        for part in self.parts:
+            if part.running() or self.should_exit.is_set():
+                continue
+            code = part.process.returncode if part.process else None
+            part.restarts = [t for t in part.restarts if now - t < 60]
+            if len(part.restarts) >= MAX_RESTARTS_PER_MINUTE:
+                log.error("demo.part_failing", part=part.name, exit_status=code)
+                self.should_exit.set()
+                return
+            log.warning("demo.part_exited", part=part.name, exit_status=code)
+            part.restarts.append(now)
+            time.sleep(RESTART_DELAY_S)
+            part.start()
+
+    def stop(self) -> None:
+        # Watcher first (it drains), then the runtime, then the cloud they both talk to.
+        for part in reversed(self.parts):
+            code = part.stop()
+            log.info("demo.part_stopped", part=part.name, exit_status=code)
+
+    def explain(self) -> None:
+        inbox = self.state_dir / "inbox"
+        print(
+            f"\nHybridSphere is running on this machine.\n"
+            f"  Drop videos into   {inbox}\n"
+            f"  Results appear in  {self.state_dir / 'done'}  (video + .csv + .json + .faces.jpg)\n"
+            f"  Problems go to     {self.state_dir / 'failed'} and {self.state_dir / 'rejected'}\n"
+            f"  See progress with  HYBRID_STAGING_ROOT={self.state_dir} hybrid-watcher status\n"
+            f"  Stop with Ctrl-C.\n",
+            flush=True,
+        )
+
+
+def _expectations_for(args: argparse.Namespace) -> Path | None:
+    """Expected answers for --samples, in the table's own words (see `workload`)."""
+    given: Path | None = args.expect
+    if given is None or args.students is None:
+        return given  # nothing to reconcile the mapping with
+    expected, notes = expected_from_table(read_expectations(given), read_students(args.students))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    path: Path = args.state_dir / "samples.expected"
+    path.write_text(render_mapping(expected), encoding="utf-8")
+    return path
+
+
+def run_samples(demo: Demo, samples: Path, expect: Path | None) -> int:
+    """Drop the samples through the inbox and grade what comes back."""
+    from local_stack.workload import Options, print_report, run_workload
+    from watcher.settings import WatcherSettings
+
+    env = read_env_file(demo.state_dir / ENV_FILE)
+    os.environ.update({**env, "HYBRID_STAGING_ROOT": str(demo.state_dir)})
+    settings = WatcherSettings()
+    options = Options(cases_dir=samples, expect=expect, timeout_s=demo.args.timeout)
+    report = run_workload(settings, options)
+    print_report(report)
+    return 0 if report.ok else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=Path("var"), help="staging root")
+    parser.add_argument("--port", type=int, default=5055, help="local cloud port (0: any)")
+    parser.add_argument("--students", type=Path, help="students JSON for the table")
+    parser.add_argument("--known-faces", type=Path, help="known-faces file for the function")
+    parser.add_argument(
+        "--samples", type=Path, help="drop these videos, print their results, then exit"
+    )
+    parser.add_argument("--expect", type=Path, help="expected results for --samples")
+    parser.add_argument("--timeout", type=float, default=600.0, help="--samples: give up after")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    configure_logging("info", json=None, stream=sys.stderr)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    if args.known_faces is not None and not args.known_faces.is_file():
+        print(
+            f"demo: {args.known_faces} does not exist; the function will answer with errors "
+            "until you build one (hybrid-lambda faces build PHOTO_DIR -o FILE)",
+            file=sys.stderr,
+        )
+        args.known_faces = None
+    try:
+        expect = _expectations_for(args) if args.samples else None
+    except (ExpectationError, ValueError) as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
+    demo = Demo(args)
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        if demo.should_exit.is_set():
+            os._exit(130)  # second Ctrl-C: leave now; the parts get their own SIGTERM below
+        demo.should_exit.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    status = 0
+    try:
+        demo.start()
+        if args.samples:
+            outcome: list[int] = []
+            worker = threading.Thread(
+                target=lambda: outcome.append(run_samples(demo, args.samples, expect)),
+                daemon=True,
+            )
+            worker.start()
+            while worker.is_alive() and not demo.should_exit.is_set():
+                demo.supervise_once()
+                worker.join(0.5)
+            status = outcome[0] if outcome else 1
+        else:
+            demo.explain()
+            while not demo.should_exit.wait(0.5):
+                demo.supervise_once()
+    except RuntimeError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        status = 1
+    finally:
+        demo.stop()
+    return status

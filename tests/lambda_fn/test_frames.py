@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lambda_fn.frames import VideoError, VideoInfo, VideoReader, _check_picture_size
+from lambda_fn import frames as frames_module
+from lambda_fn.frames import VideoError, VideoInfo, VideoReader
 from tests.lambda_fn.clips import (
     level_painter,
     level_to_index,
@@ -319,9 +320,10 @@ def test_a_first_picture_over_8k_is_refused_at_open(tmp_path: Path, big_jpeg: by
 def test_each_decoded_picture_is_checked_before_it_is_converted() -> None:
     """The check after the decoder (should a decoder ignore `max_pixels`): 7696x4320 > 8K."""
     info = VideoInfo(1.0, 1.0, 64, 64, 0, "mjpeg", "matroska")
-    _check_picture_size(av.VideoFrame(7680, 4320, "gray"), info)  # exactly 8K: accepted
+    check = frames_module._check_picture_size  # looked up here: the module must import without it
+    check(av.VideoFrame(7680, 4320, "gray"), info)  # exactly 8K: accepted
     with pytest.raises(VideoError, match=r"too_large: a 7696x4320 picture mid-stream .* 64x64"):
-        _check_picture_size(av.VideoFrame(7696, 4320, "gray"), info)
+        check(av.VideoFrame(7696, 4320, "gray"), info)
 
 
 def test_a_codec_outside_the_allow_list_is_refused(tmp_path: Path) -> None:

@@ -524,7 +524,9 @@ def _compound(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-_anything = st.recursive(_leaves, _compound, max_leaves=24)
+# deferred: its repr stays one line (a recursive strategy's repr, nested in the ones below,
+# runs to megabytes, and Hypothesis warns about it).
+_anything = st.deferred(lambda: st.recursive(_leaves, _compound, max_leaves=24))
 _shapes = st.one_of(st.lists(st.integers(0, 20), max_size=3).map(tuple), _anything)
 _dtype_specs = st.one_of(st.sampled_from(["f8", "i4", "u1", "O", "V8", "c16", "b1"]), _anything)
 _dtype_states = st.one_of(
@@ -547,6 +549,8 @@ _dtypes = st.one_of(
     _anything,
 )
 _data = st.one_of(st.binary(max_size=256), _anything)
+# Optional trailing arguments (offset, strides; axis order): absent as often as present.
+_tails = st.lists(st.one_of(st.integers(-8, 64), _anything), max_size=2)
 # Near-misses of numpy's own spellings, so the search reaches the array-building code.
 _arrays = st.one_of(
     st.builds(
@@ -560,15 +564,21 @@ _arrays = st.one_of(
         st.sampled_from([1, 0, 2]),
     ),
     st.builds(
-        lambda *args: Call(NDARRAY, args), _shapes, _dtypes, _data, st.integers(-8, 64), _anything
+        lambda shape, dtype_, data, tail: Call(NDARRAY, (shape, dtype_, data, *tail)),
+        _shapes,
+        _dtypes,
+        _data,
+        _tails,
     ),
     st.builds(
-        lambda *args: Call(FROMBUFFER, args),
+        lambda data, dtype_, shape, order, tail: Call(
+            FROMBUFFER, (data, dtype_, shape, order, *tail)
+        ),
         _data,
         _dtypes,
         _shapes,
         st.sampled_from(["C", "F", "K", "A"]),
-        _anything,
+        _tails,
     ),
     st.builds(lambda *args: Call(SCALAR, args), _dtypes, _data),
     st.builds(lambda *args: Call(RECONSTRUCT, args), _anything, _shapes, _anything),

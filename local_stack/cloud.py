@@ -55,9 +55,10 @@ def write_state(state_dir: Path, resources: Resources) -> Path:
         "HYBRID_KNOWN_FACES": resources.known_faces_uri,
     }
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items() if value]
+    # The JSON last: readers wait for it, then read both (the .env must already be there).
     for name, text in (
-        (STATE_FILE, resources.to_json() + "\n"),
         (ENV_FILE, "\n".join(lines) + "\n"),
+        (STATE_FILE, resources.to_json() + "\n"),
     ):
         tmp = state_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")

@@ -60,6 +60,12 @@ class Clients:
     sqs: SQSClient
 
 
+# AWS's advice for an SQS event source is at least 5 receives, so that a throttled or briefly
+# failing batch is not dead-lettered; deploy/aws/template.yaml says the same (held to it by
+# tests/deploy/test_local_provisioning.py).
+MAX_RECEIVE_COUNT = 5
+
+
 def make_clients(endpoint_url: str | None, region: str) -> Clients:
     """Plain boto3 clients for provisioning (credentials from the standard AWS chain)."""
     session = boto3.session.Session(region_name=region)
@@ -159,14 +165,16 @@ def provision(
     ensure_table(clients.dynamodb, resources.table)
     dlq_name = resources.dead_letter_queue or f"{resources.queue}-dlq"
     dlq_url, dlq_arn = ensure_queue(clients.sqs, dlq_name, {"MessageRetentionPeriod": "1209600"})
-    # Lambda's rule: the queue's visibility timeout is the function's timeout, and a message
-    # is retried twice (three receives) before it moves to the dead-letter queue.
+    # Lambda's rule: the queue's visibility timeout is the function's timeout. A message moves to
+    # the dead-letter queue after MAX_RECEIVE_COUNT receives, as in the SAM template.
     queue_url, queue_arn = ensure_queue(
         clients.sqs,
         resources.queue,
         {
             "VisibilityTimeout": str(function_timeout_s),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
         },
     )
     ensure_notification(clients.s3, resources.input_bucket, queue_arn)

@@ -84,11 +84,17 @@ def test_function_is_an_image_built_by_sam_from_lambda_fn_dockerfile() -> None:
 
 
 def test_the_dockerfile_and_handler_named_by_the_template_exist() -> None:
-    dockerfile = REPO / "lambda_fn" / "Dockerfile"
-    handler = REPO / "lambda_fn" / "handler.py"
-    if not (dockerfile.exists() and handler.exists()):
-        pytest.skip("lambda_fn/Dockerfile or lambda_fn/handler.py not written yet (issue 3)")
-    assert "def handler(" in handler.read_text()
+    # No skip: a template naming a missing Dockerfile or handler is exactly what this catches.
+    fn = RESOURCES["FaceRecognitionFunction"]
+    dockerfile = (
+        SAM_TEMPLATE.parent / fn["Metadata"]["DockerContext"] / fn["Metadata"]["Dockerfile"]
+    )
+    assert dockerfile.is_file(), f"{dockerfile} named by the template does not exist"
+    (command,) = fn["Properties"]["ImageConfig"]["Command"]
+    module, _, function = command.rpartition(".")
+    handler = REPO / (module.replace(".", "/") + ".py")
+    assert handler.is_file(), f"{handler} named by the template does not exist"
+    assert f"def {function}(" in handler.read_text()
 
 
 def test_function_sizing_comes_from_parameters() -> None:

@@ -222,8 +222,11 @@ class Runtime:
                 log.warning("object.ignored", reason="a result file in the output bucket")
                 return Outcome(ref.key, "skipped")
             request_id = getattr(context, "aws_request_id", "") or ""
+            deadline = work_deadline(context, self.settings.deadline_margin_s)
             try:
-                return self._process(ref, request_id, getattr(context, "function_version", ""))
+                return self._process(
+                    ref, request_id, getattr(context, "function_version", ""), deadline
+                )
             except (VideoError, InputRefused) as error:
                 return self._fail(ref, error.code, error.message, request_id)
             except INFRASTRUCTURE_ERRORS:
@@ -234,7 +237,9 @@ class Runtime:
                 log.exception("video.crashed")
                 return self._fail(ref, "internal_error", repr(error), request_id)
 
-    def _process(self, ref: S3ObjectRef, request_id: str, lambda_version: str) -> Outcome:
+    def _process(
+        self, ref: S3ObjectRef, request_id: str, lambda_version: str, deadline: float
+    ) -> Outcome:
         started = time.perf_counter()
         head = self._head(ref)
         size, etag = head["ContentLength"], head.get("ETag", "")
@@ -243,11 +248,13 @@ class Runtime:
                 "input_too_large",
                 f"{size} bytes is over the limit of {self.settings.max_input_bytes}",
             )
+        if time.monotonic() >= deadline:
+            raise VideoError("too_slow", "no time left in this invocation to start the video")
         timings: dict[str, float] = {}
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
-            recognition = self.pool.recognise(path)
+            recognition = self.pool.recognise(path, deadline=deadline)
         finally:
             path.unlink(missing_ok=True)
         timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})
@@ -330,6 +337,18 @@ class Runtime:
         """Remove input files an earlier, killed invocation left in tmp_dir."""
         for stale in self.settings.tmp_dir.glob(f"{TMP_PREFIX}*"):
             stale.unlink(missing_ok=True)
+
+
+def work_deadline(context: LambdaContext, margin_s: float) -> float:
+    """When a video's work must stop (`time.monotonic()`) so its error.json is still written.
+
+    Lambda kills an invocation at its timeout with no output, then retries it twice; stopping
+    `margin_s` before (half the time left, if that is less: a short timeout still gets half
+    its time) turns a too-slow video into a `too_slow` answer instead. `max_seconds` still
+    applies when it comes first.
+    """
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    return time.monotonic() + remaining_s - min(margin_s, remaining_s / 2)
 
 
 def outcome_dict(outcome: Outcome) -> dict[str, str]:

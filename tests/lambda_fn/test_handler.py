@@ -326,6 +326,46 @@ def test_sqs_messages_are_handed_back_when_time_runs_short(cloud: Cloud, runtime
     assert cloud.read("videos/vm-1/s-late/a.mp4", ResultKind.ERROR) is None
 
 
+class CountdownContext:
+    """A context whose remaining time runs down with the clock, as Lambda's does."""
+
+    aws_request_id = "req-countdown"
+    function_version = "$LATEST"
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.deadline = time.monotonic() + remaining_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def test_a_video_slower_than_the_invocation_left_ends_in_too_slow_before_the_time_runs_out(
+    cloud: Cloud, runtime: Runtime, tmp_path: Path
+) -> None:
+    # 16 s of 640x360 frames with no face: every sample also gets the full-resolution search
+    # for small faces (~0.5-1.5 s a frame here), so the video takes longer than the 6 s this
+    # invocation has. HYBRID_MAX_SECONDS stays at its default (600 s): only the invocation's
+    # own deadline (6 s less the margin: half of it, as 30 s is more) can stop it in time.
+    rng = np.random.default_rng(7)
+    frames = [
+        np.kron(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8), np.ones((40, 40, 1), np.uint8))
+        for _ in range(16)
+    ]
+    clip = write_clip(tmp_path / "slow.mp4", frames, fps=1)
+    key = "videos/vm-1/s-slow/slow.mp4"
+    event = cloud.put(key, clip.read_bytes())
+    context = CountdownContext(remaining_ms=6_000)
+    started = time.monotonic()
+    response = runtime.handle(event, context)
+    elapsed = time.monotonic() - started
+    assert response["results"][0]["status"] == "error", response
+    assert response["results"][0]["code"] == "too_slow"
+    error = cloud.read(key, ResultKind.ERROR)
+    assert error is not None and json.loads(error)["code"] == "too_slow"
+    # The answer was written before Lambda would have killed the invocation.
+    assert elapsed < 6.0 and context.get_remaining_time_in_millis() > 0, elapsed
+
+
 def test_test_event_is_ignored(cloud: Cloud, runtime: Runtime) -> None:
     event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": cloud.inputs}
     assert runtime.handle(event, Context()) == {"ignored": "s3:TestEvent"}

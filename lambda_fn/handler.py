@@ -294,6 +294,15 @@ class Runtime:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404 and self._bucket_exists(ref.bucket):
                 raise InputRefused("input_missing", "the object no longer exists") from error
+            if status == 403:
+                # Not taken for "missing": with s3:ListBucket (the template grants it) S3 says
+                # 404 for that, so a 403 is a denial; raised, so Lambda retries, then records it.
+                log.error(
+                    "input.forbidden",
+                    hint="the function role needs s3:GetObject on the key and s3:ListBucket on "
+                    "the bucket (without ListBucket a missing key answers 403), and kms:Decrypt "
+                    "if the object is SSE-KMS encrypted",
+                )
             raise
 
     def _bucket_exists(self, bucket: str) -> bool:

@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from hybrid_common.logs import get_logger
+from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, s3_filter_rules
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -25,11 +26,12 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Where the function finds the known faces when they are provisioned into the cloud. Under the
-# output bucket (never the input bucket: a put there would trigger the function), outside any
-# node's prefix so no watcher mistakes it for a result.
+# Where the function finds the known faces when they are provisioned into the cloud: the input
+# bucket, as on AWS (the SAM template's KnownFacesKey default). Not a video suffix, so it never
+# triggers; starting with '_', outside every node's prefix. Never the output bucket: the
+# function writes there, at any key a video was put at (`_assets/known_faces.mp4` would have
+# overwritten it with its details JSON).
 KNOWN_FACES_KEY = "_assets/known_faces.json"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +132,18 @@ def ensure_queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> tuple
 
 
 def ensure_notification(s3: S3Client, bucket: str, queue_arn: str) -> None:
-    """Input bucket → queue on ObjectCreated for video suffixes (one rule per suffix: S3 allows
-    a single suffix filter per configuration)."""
+    """Input bucket → queue on ObjectCreated, as the SAM template's sqs mode sets it: one
+    configuration per suffix of `hybrid_common.video_suffixes` (S3 allows a single suffix rule
+    per configuration), at any key."""
     configs: list[Any] = [
         {
+            # Ids are case-sensitive too: `video-mp4` and `video-MP4` are two configurations.
             "Id": f"video{suffix.replace('.', '-')}",
             "QueueArn": queue_arn,
             "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
+            "Filter": {"Key": {"FilterRules": s3_filter_rules(suffix)}},
         }
-        for suffix in VIDEO_SUFFIXES
+        for suffix in TRIGGER_SUFFIXES
     ]
     s3.put_bucket_notification_configuration(
         Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs}
@@ -173,12 +177,12 @@ def provision(
     known_faces_uri = resources.known_faces_uri
     if known_faces is not None:
         clients.s3.put_object(
-            Bucket=resources.output_bucket,
+            Bucket=resources.input_bucket,
             Key=KNOWN_FACES_KEY,
             Body=known_faces,
             ContentType="application/json",
         )
-        known_faces_uri = f"s3://{resources.output_bucket}/{KNOWN_FACES_KEY}"
+        known_faces_uri = f"s3://{resources.input_bucket}/{KNOWN_FACES_KEY}"
     log.info(
         "cloud.provisioned",
         input_bucket=resources.input_bucket,

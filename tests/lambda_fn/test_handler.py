@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ import boto3
 import numpy as np
 import pytest
 import structlog
+from botocore.exceptions import ClientError
 from PIL import Image
+from structlog.testing import capture_logs
 
 from hybrid_common.keys import ResultKind, result_key
 from hybrid_common.results import ErrorDoc, ResultDetails
@@ -27,6 +32,7 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from tests.course import COURSE_CLIPS
+from tests.faults import FaultProxy
 from watcher.provision import ensure_table
 from watcher.students import load_students, read_students
 
@@ -395,6 +401,49 @@ def test_deleted_object_gets_an_error(cloud: Cloud, runtime: Runtime) -> None:
     key = "videos/vm-1/s-gone/gone.mp4"
     response = runtime.handle(s3_event(cloud.inputs, key), Context())
     assert response["results"][0]["code"] == "input_missing"
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    """tests/faults.py's proxy, on an event loop of its own thread (this test is synchronous)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fault-proxy")
+    thread.start()
+    proxy = FaultProxy(upstream)
+    try:
+        asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(10)
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_403_to_the_head_is_a_denial_retried_never_input_missing(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A 403 to a HEAD is what S3 answers for a missing key to a role without s3:ListBucket,
+    and for a real denial. The template grants the function ListBucket on the input bucket,
+    so a deleted input is a 404 (`input_missing`, above); a 403 raises, so Lambda retries and
+    then records it, with the reason logged — never an `input_missing` for a video that may
+    well be there."""
+    key = "videos/vm-1/s-denied/denied.mp4"
+    cloud.put(key, b"x" * 100)
+    with fault_proxy(cloud.endpoint) as proxy:
+        proxy.fail(10, lambda seen: seen.method == "HEAD", status=403, code="403")
+        s3 = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1", **CREDENTIALS)
+        runtime = Runtime(
+            cloud.settings(tmp_path), RecognitionOptions(workers=1), clients=(s3, cloud.dynamodb)
+        )
+        try:
+            with capture_logs() as logs, pytest.raises(ClientError, match="403"):
+                runtime.handle(s3_event(cloud.inputs, key), Context())
+        finally:
+            runtime.pool.close()
+    assert cloud.read(key, ResultKind.ERROR) is None
+    (denied,) = [e for e in logs if e["event"] == "input.forbidden"]
+    assert "s3:ListBucket" in denied["hint"]
 
 
 def test_infrastructure_errors_raise_so_lambda_retries(

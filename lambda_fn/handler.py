@@ -187,10 +187,14 @@ class Runtime:
 
     def _handle_sqs(self, event: Any, context: LambdaContext) -> dict[str, Any]:
         failures: list[str] = []
+        # The margin work_deadline keeps, from the invocation's start: a message is not begun
+        # in it. (The full deadline_margin_s would defer every message of a function whose
+        # timeout is under it: 30 s, the template's minimum.)
+        margin_s = effective_margin(context, self.settings.deadline_margin_s)
         for record in SQSEvent(event).records:
             message_id = record.message_id
             remaining_s = context.get_remaining_time_in_millis() / 1000
-            if remaining_s < self.settings.deadline_margin_s:
+            if remaining_s < margin_s:
                 # Not started: hand it back for redelivery rather than be cut off mid-video.
                 log.warning("message.deferred", message_id=message_id, remaining_s=remaining_s)
                 failures.append(message_id)
@@ -357,7 +361,12 @@ def work_deadline(context: LambdaContext, margin_s: float) -> float:
     applies when it comes first.
     """
     remaining_s = context.get_remaining_time_in_millis() / 1000
-    return time.monotonic() + remaining_s - min(margin_s, remaining_s / 2)
+    return time.monotonic() + remaining_s - effective_margin(context, margin_s)
+
+
+def effective_margin(context: LambdaContext, margin_s: float) -> float:
+    """`margin_s`, or half the invocation's remaining time if that is less."""
+    return min(margin_s, context.get_remaining_time_in_millis() / 1000 / 2)
 
 
 def outcome_dict(outcome: Outcome) -> dict[str, str]:
@@ -378,7 +387,9 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return get_runtime().handle(event, context)
 
 
-if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
-    # Inside Lambda (or the image test): load everything during the init phase, so a bad
-    # configuration fails the init with a clear message and no invocation pays for loading.
+if os.environ.get("AWS_LAMBDA_RUNTIME_API") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Inside Lambda, the image test or the local runtime (`hybrid-lambda serve-local`, which
+    # sets Lambda's variables): load everything during the init phase, so a bad configuration
+    # fails the init with a clear message and no invocation pays for loading out of its time
+    # limit (a first invocation that did would start with seconds less than it is told).
     get_runtime()

@@ -502,6 +502,7 @@ def test_a_403_to_the_head_is_a_denial_retried_never_input_missing(
                 runtime.handle(s3_event(cloud.inputs, key), Context())
         finally:
             runtime.pool.close()
+            s3.close()
     assert cloud.read(key, ResultKind.ERROR) is None
     (denied,) = [e for e in logs if e["event"] == "input.forbidden"]
     assert "s3:ListBucket" in denied["hint"]

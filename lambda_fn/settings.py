@@ -40,7 +40,8 @@ class RecognitionOptions(BaseSettings):
         default=600.0,
         gt=0,
         description="A video still being processed after this long fails with 'too_slow' "
-        "(an error.json, rather than the function timing out with no output).",
+        "(an error.json, rather than the function timing out with no output); the "
+        "invocation's remaining time less deadline_margin_s applies when it is shorter.",
     )
     workers: int = Field(
         default=0,
@@ -96,7 +97,9 @@ class FunctionSettings(BaseSettings):
     deadline_margin_s: float = Field(
         default=30.0,
         ge=0,
-        description="SQS batches: records not started with less time left are handed back.",
+        description="A video's work stops this long before the invocation's time runs out "
+        "(or at half the time left, if less), so a too-slow video still gets its "
+        "'too_slow' error.json; SQS records not started with less time left are handed back.",
     )
     function_version: str = Field(
         default="", description="Build version reported in results (set by the image build)."

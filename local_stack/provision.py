@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from hybrid_common.logs import get_logger
+from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, s3_filter_rules
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -25,11 +26,12 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Where the function finds the known faces when they are provisioned into the cloud: the SAM
-# template's default KnownFacesKey, in the input bucket, outside the key prefix (so it never
-# triggers the function and no watcher's upload can overwrite it).
-KNOWN_FACES_KEY = "config/known_faces.json"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+# Where the function finds the known faces when they are provisioned into the cloud: the input
+# bucket, as on AWS (the SAM template's KnownFacesKey default). Not a video suffix, so it never
+# triggers; starting with '_', outside every node's prefix. Never the output bucket: the
+# function writes there, at any key a video was put at (`_assets/known_faces.mp4` would have
+# overwritten it with its details JSON).
+KNOWN_FACES_KEY = "_assets/known_faces.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +138,18 @@ def ensure_queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> tuple
 
 
 def ensure_notification(s3: S3Client, bucket: str, queue_arn: str) -> None:
-    """Input bucket → queue on ObjectCreated for video suffixes (one rule per suffix: S3 allows
-    a single suffix filter per configuration)."""
+    """Input bucket → queue on ObjectCreated, as the SAM template's sqs mode sets it: one
+    configuration per suffix of `hybrid_common.video_suffixes` (S3 allows a single suffix rule
+    per configuration), at any key."""
     configs: list[Any] = [
         {
+            # Ids are case-sensitive too: `video-mp4` and `video-MP4` are two configurations.
             "Id": f"video{suffix.replace('.', '-')}",
             "QueueArn": queue_arn,
             "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
+            "Filter": {"Key": {"FilterRules": s3_filter_rules(suffix)}},
         }
-        for suffix in VIDEO_SUFFIXES
+        for suffix in TRIGGER_SUFFIXES
     ]
     s3.put_bucket_notification_configuration(
         Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs}

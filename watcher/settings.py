@@ -29,6 +29,7 @@ from hybrid_common.config import (
     exit_on_config_error,
 )
 from hybrid_common.keys import validate_segment
+from hybrid_common.video_suffixes import VIDEO_EXTENSIONS
 
 DEFAULT_CONFIG_FILE = Path("/etc/hybrid-watcher/config.toml")
 
@@ -91,7 +92,8 @@ class WatcherSettings(BaseSettings):
 
     # --- intake ---
     allowed_extensions: list[str] = Field(
-        default=["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "3gp", "wmv"],
+        # The function's trigger is defined by the same list: every one of these gets a result.
+        default_factory=lambda: list(VIDEO_EXTENSIONS),
         description="File extensions taken from the inbox (case-insensitive); content is "
         "sniffed as well.",
     )

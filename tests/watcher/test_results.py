@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from hybrid_common.keys import ResultKind
+from hybrid_common.keys import ResultKind, result_key
 from hybrid_common.results import ErrorDoc, PersonRow, parse_csv, render_csv
 from tests.faults import FaultProxy
+from tests.watcher_daemon import Cloud, Daemon, drop, video_bytes
 from watcher.clients import aws_clients
 from watcher.results import ResultPoller
 from watcher.settings import WatcherSettings
@@ -156,3 +159,173 @@ async def test_poll_retries_a_throttled_listing(
             found = await ResultPoller(clients.s3, settings).poll_once("")
     assert [r.key for r in found] == [f"{PREFIX}s1/v.csv"]
     assert proxy.injected == 2
+
+
+# --- hostile and unreadable results, through the real daemon (tests/watcher_daemon.py) ---
+
+MIB = 1024 * 1024
+# The daemon's documented bound (README, docs/reliability.md: the soak's target).
+RSS_LIMIT = 150 * MIB
+# Past this the test stops the daemon rather than let a regression eat the shared machine.
+RSS_GUARD = 600 * MIB
+
+
+class RssSampler:
+    """Samples a process's RSS every 0.1 s; kills it once over `guard`."""
+
+    def __init__(self, pid: int, guard: int) -> None:
+        self.process = psutil.Process(pid)
+        self.guard = guard
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                rss = self.process.memory_info().rss
+            except psutil.Error:
+                return
+            self.samples.append(rss)
+            if rss > self.guard:
+                self.process.kill()
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(5)
+        return max(self.samples, default=0)
+
+
+def uploaded_keys(daemon: Daemon, cloud: Cloud, n: int) -> list[str]:
+    """Drop n videos (no function answers them) and return their input keys once uploaded."""
+    for i in range(n):
+        drop(daemon.inbox, f"clip{i}.mp4", video_bytes(f"hostile-{i}"))
+    daemon.wait_until(lambda: len(cloud.input_keys()) == n)
+    daemon.wait_until(lambda: daemon.counts().get("uploaded", 0) == n)
+    by_name = {key.rsplit("/", 1)[-1]: key for key in cloud.input_keys()}
+    return [by_name[f"clip{i}.mp4"] for i in range(n)]
+
+
+def hostile_details(size: int) -> bytes:
+    """A valid details document of `size` bytes: what a broken or hostile function might write."""
+    person = {"name": "x" * 200, "major": "y" * 200, "year": "z", "frames": 1}
+    one = len(json.dumps(person)) + 2
+    doc = {"format": "hybridsphere.result", "people": [person] * (size // one),
+           "timings": {f"t{n}": 0.1 for n in range(1000)}}  # fmt: skip
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_hostile_results_keep_the_daemon_within_its_memory_bound(
+    tmp_path: Path, cloud: Cloud, daemons: list[Daemon]
+) -> None:
+    # 8 awaited videos (the daemon fetches 8 results at once), each answered with a 28 MB
+    # details JSON (it took the daemon from 89 to 1279 MiB), a 4 MiB CSV of formulas and a
+    # 4 MiB contact sheet.
+    daemon = Daemon(tmp_path / "node", cloud)
+    daemons.append(daemon)
+    daemon.start()
+    assert daemon.proc is not None
+    keys = uploaded_keys(daemon, cloud, 8)
+    s3 = cloud.s3()
+    details = hostile_details(28_000_000)
+    row = b"=HYPERLINK(\"http://evil.example\"),@SUM(1),-1\n"
+    csv = row * (4 * MIB // len(row))
+    faces = b"\xff\xd8" + b"\x00" * (4 * MIB)
+    sampler = RssSampler(daemon.proc.pid, RSS_GUARD)
+    try:
+        for key in keys:
+            s3.put_object(Bucket=cloud.output_bucket, Key=result_key(key, ResultKind.DETAILS),
+                          Body=details)  # fmt: skip
+            s3.put_object(Bucket=cloud.output_bucket, Key=result_key(key, ResultKind.FACES),
+                          Body=faces)  # fmt: skip
+        for key in keys:
+            s3.put_object(Bucket=cloud.output_bucket, Key=result_key(key, ResultKind.CSV),
+                          Body=csv)  # fmt: skip
+        daemon.wait_until(lambda: daemon.concluded(8), timeout=120)
+    finally:
+        peak = sampler.stop()
+    print(f"daemon peak RSS with hostile results: {peak / MIB:.0f} MiB")
+    assert peak <= RSS_LIMIT
+    assert daemon.counts() == {"done": 8}
+    for i in range(8):
+        assert not (daemon.done / f"clip{i}.json").exists()  # over result_json_max_bytes
+        assert (daemon.done / f"clip{i}.faces.jpg").stat().st_size == len(faces)
+        with (daemon.done / f"clip{i}.csv").open() as done_csv:
+            first = done_csv.readline()
+        assert first == "'=HYPERLINK(\"\"http://evil.example\"\"),'@SUM(1),'-1\n".replace(
+            '""', '"'
+        ) or first.startswith("\"'=HYPERLINK")
+    # What reaches the journal and the logs is bounded, whatever the files held.
+    for sub in daemon.submissions():
+        assert len(json.dumps(sub.result)) < 16_000
+    for run in range(1, daemon.runs + 1):
+        for line in daemon.log_path(run).read_text().splitlines():
+            assert len(line) < 16_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_unreadable_results_end_in_failed_at_once_and_bad_details_only_drop_the_details(
+    tmp_path: Path, cloud: Cloud, daemons: list[Daemon]
+) -> None:
+    daemon = Daemon(tmp_path / "node", cloud)
+    daemons.append(daemon)
+    daemon.start()
+    keys = uploaded_keys(daemon, cloud, 6)
+    s3 = cloud.s3()
+    out = cloud.output_bucket
+    unreadable = {
+        0: (ResultKind.ERROR, b'{"code": "decode_failed", "message": "\xff\xfe"}'),
+        1: (ResultKind.ERROR, b'["not", "an", "object"]'),
+        2: (ResultKind.CSV, b"caf\xe9,math,2026\n"),  # Latin-1, not UTF-8
+    }
+    for i, (kind, body) in unreadable.items():
+        s3.put_object(Bucket=out, Key=result_key(keys[i], kind), Body=body)
+    bad_details = {
+        3: b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json.loads
+        4: b"\xff not json",
+        5: b'["a list"]',
+    }
+    for i, body in bad_details.items():
+        s3.put_object(Bucket=out, Key=result_key(keys[i], ResultKind.DETAILS), Body=body)
+        s3.put_object(Bucket=out, Key=result_key(keys[i], ResultKind.CSV), Body=b"bob,cs,2027\n")
+    daemon.wait_until(lambda: daemon.concluded(6), timeout=30)
+
+    for i, (_, body) in unreadable.items():
+        error = json.loads((daemon.failed / f"clip{i}.error.json").read_text())
+        assert error["code"] == "result_unreadable", error
+        assert (daemon.failed / f"clip{i}.result.raw").read_bytes() == body
+        assert not (daemon.failed / f"clip{i}.csv").exists()
+    for i in bad_details:
+        assert (daemon.done / f"clip{i}.csv").read_text() == "bob,cs,2027\n"
+        assert not (daemon.done / f"clip{i}.json").exists()
+    dropped = daemon.events("result.details_dropped")
+    assert len(dropped) == 3
+    assert [e["people"] for e in daemon.events("result.received")] == [["bob"]] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_classic_csv_key_and_header_are_found_and_filed(
+    tmp_path: Path, cloud: Cloud, daemons: list[Daemon]
+) -> None:
+    daemon = Daemon(tmp_path / "node", cloud, csv_key="{stem}", csv_header="true")
+    daemons.append(daemon)
+    daemon.start()
+    [key] = uploaded_keys(daemon, cloud, 1)
+    details = b'{"format": "hybridsphere.result", "timings": {"total": 0.5}}'
+    s3 = cloud.s3()
+    s3.put_object(Bucket=cloud.output_bucket, Key=result_key(key, ResultKind.DETAILS), Body=details)
+    s3.put_object(
+        Bucket=cloud.output_bucket, Key=key.rsplit(".", 1)[0],
+        Body=b"name,major,year\nalice,physics,2026\n",
+    )  # fmt: skip
+    daemon.wait_until(lambda: daemon.concluded(1), timeout=30)
+    assert (daemon.done / "clip0.csv").read_text() == "name,major,year\nalice,physics,2026\n"
+    assert (daemon.done / "clip0.json").read_bytes() == details  # byte for byte
+    [received] = daemon.events("result.received")
+    assert received["people"] == ["alice"]

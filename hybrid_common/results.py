@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Any
+from typing import Any, TextIO
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What makes Excel, LibreOffice and Google Sheets read a cell as a formula (OWASP, "CSV Injection").
@@ -58,12 +58,21 @@ def render_csv(rows: Iterable[PersonRow], *, header: bool = False) -> str:
     with `'`, which is not a formula start).
     """
     out = io.StringIO()
+    write_csv(out, rows, header=header)
+    return out.getvalue()
+
+
+def write_csv(out: TextIO, rows: Iterable[PersonRow], *, header: bool = False) -> int:
+    """Write rows as `render_csv` does, to a text stream opened with newline=''; returns the
+    number of rows (a reader of a large CSV need not hold it whole)."""
     writer = csv.writer(out, lineterminator="\n")
     if header:
         writer.writerow(CSV_HEADER)
+    count = 0
     for row in rows:
         writer.writerow(csv_fields(row))
-    return out.getvalue()
+        count += 1
+    return count
 
 
 def iter_csv(lines: Iterable[str], *, header: bool = False) -> Iterator[PersonRow]:

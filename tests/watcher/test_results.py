@@ -17,7 +17,15 @@ from hybrid_common.results import ErrorDoc, PersonRow, parse_csv, render_csv
 from tests.faults import FaultProxy
 from tests.watcher_daemon import Cloud, Daemon, drop, video_bytes
 from watcher.clients import aws_clients
-from watcher.results import ResultPoller
+from watcher.results import (
+    ResultFiles,
+    ResultPoller,
+    ResultReady,
+    ResultUnreadable,
+    prepare_csv,
+    read_details,
+    read_error_doc,
+)
 from watcher.settings import WatcherSettings
 
 PREFIX = "videos/node-a/"
@@ -123,14 +131,21 @@ async def test_fetch_reads_every_file_and_tolerates_missing_optional_ones(
         poller = ResultPoller(clients.s3, settings)
         ready = {r.stem.rsplit("/", 1)[-1]: r for r in await poller.poll_once("")}
         full, bare, bad, broken = await asyncio.gather(
-            *(poller.fetch(ready[name]) for name in ("full", "bare", "bad", "broken"))
+            *(fetch(poller, ready[name]) for name in ("full", "bare", "bad", "broken"))
         )
 
-    assert full.csv_text is not None and parse_csv(full.csv_text) == rows
-    assert full.details == details and full.faces_jpg == b"\xff\xd8jpeg" and full.error is None
-    assert bare.csv_text == "" and bare.details is None and bare.faces_jpg is None
-    assert bad.error == error and bad.csv_text is None
-    assert broken.csv_text == "x\n" and broken.details is None
+    assert full.csv is not None and parse_csv(full.csv.decode()) == rows
+    assert full.details == json.dumps(details).encode()  # byte for byte
+    assert full.timings == {"decode_s": 0.2}
+    assert full.faces_jpg == b"\xff\xd8jpeg" and full.error is None
+    assert bare.csv == b"" and bare.details is None and bare.faces_jpg is None
+    assert bad.error == error and bad.csv is None
+    assert broken.csv == b"x\n" and broken.details is None
+
+
+async def fetch(poller: ResultPoller, ready: ResultReady) -> ResultFiles:
+    async with poller.fetch(ready) as files:
+        return files
 
 
 async def test_fetch_of_a_vanished_result_raises(
@@ -144,7 +159,7 @@ async def test_fetch_of_a_vanished_result_raises(
         [ready] = await poller.poll_once("")
         await s3.delete_object(Bucket=bucket, Key=ready.key)
         with pytest.raises(Exception, match="NoSuchKey"):
-            await poller.fetch(ready)
+            await fetch(poller, ready)
 
 
 async def test_poll_retries_a_throttled_listing(
@@ -232,7 +247,7 @@ def test_hostile_results_keep_the_daemon_within_its_memory_bound(
     keys = uploaded_keys(daemon, cloud, 8)
     s3 = cloud.s3()
     details = hostile_details(28_000_000)
-    row = b"=HYPERLINK(\"http://evil.example\"),@SUM(1),-1\n"
+    row = b'=HYPERLINK("http://evil.example"),@SUM(1),-1\n'
     csv = row * (4 * MIB // len(row))
     faces = b"\xff\xd8" + b"\x00" * (4 * MIB)
     sampler = RssSampler(daemon.proc.pid, RSS_GUARD)
@@ -248,17 +263,15 @@ def test_hostile_results_keep_the_daemon_within_its_memory_bound(
         daemon.wait_until(lambda: daemon.concluded(8), timeout=120)
     finally:
         peak = sampler.stop()
-    print(f"daemon peak RSS with hostile results: {peak / MIB:.0f} MiB")
+    idle = sampler.samples[0] if sampler.samples else 0
+    print(f"daemon RSS with hostile results: idle {idle / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB")
     assert peak <= RSS_LIMIT
     assert daemon.counts() == {"done": 8}
     for i in range(8):
         assert not (daemon.done / f"clip{i}.json").exists()  # over result_json_max_bytes
         assert (daemon.done / f"clip{i}.faces.jpg").stat().st_size == len(faces)
         with (daemon.done / f"clip{i}.csv").open() as done_csv:
-            first = done_csv.readline()
-        assert first == "'=HYPERLINK(\"\"http://evil.example\"\"),'@SUM(1),'-1\n".replace(
-            '""', '"'
-        ) or first.startswith("\"'=HYPERLINK")
+            assert done_csv.readline() == '"\'=HYPERLINK(""http://evil.example"")",\'@SUM(1),\'-1\n'
     # What reaches the journal and the logs is bounded, whatever the files held.
     for sub in daemon.submissions():
         assert len(json.dumps(sub.result)) < 16_000
@@ -329,3 +342,113 @@ def test_classic_csv_key_and_header_are_found_and_filed(
     assert (daemon.done / "clip0.json").read_bytes() == details  # byte for byte
     [received] = daemon.events("result.received")
     assert received["people"] == ["alice"]
+
+
+async def test_bytes_in_flight_stay_within_the_shared_budget(
+    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+) -> None:
+    bucket = unique_name
+    body = b"bob,cs,2027\n" * (6 * MIB // 12)  # 6 MiB each: 8 at once would hold 48 MiB
+    for n in range(8):
+        await put(s3, bucket, f"{PREFIX}s{n}/clip.csv", body)
+        await put(s3, bucket, f"{PREFIX}s{n}/clip.faces.jpg", body[: 2 * MIB])
+    settings = settings_for(moto_endpoint, tmp_path, bucket)
+    async with aws_clients(settings) as clients:
+        poller = ResultPoller(clients.s3, settings)
+        found = await poller.poll_once("")
+        sizes = await asyncio.gather(*(fetch_size(poller, ready) for ready in found))
+    assert sizes == [8 * MIB] * 8  # every byte of every result, in turn
+    assert poller.budget.peak <= poller.budget.capacity == 32 * MIB
+    assert poller.budget.held == 0
+
+
+async def fetch_size(poller: ResultPoller, ready: ResultReady) -> int:
+    async with poller.fetch(ready) as files:
+        await asyncio.sleep(0.05)  # while the bytes are held, others wait
+        return len(files.csv or b"") + len(files.faces_jpg or b"")
+
+
+async def test_a_final_file_over_its_limit_is_unreadable_not_fetched(
+    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+) -> None:
+    bucket = unique_name
+    await put(s3, bucket, f"{PREFIX}s1/big.csv", b"x" * 4096)
+    await put(s3, bucket, f"{PREFIX}s2/big.error.json", b"{}" + b" " * 4096)
+    await put(s3, bucket, f"{PREFIX}s3/ok.csv", b"a,b,c\n")
+    await put(s3, bucket, f"{PREFIX}s3/ok.json", b"{}" + b" " * 4096)  # over: dropped
+    settings = settings_for(
+        moto_endpoint, tmp_path, bucket, result_max_bytes=1024, result_json_max_bytes=1024
+    )
+    async with aws_clients(settings) as clients:
+        poller = ResultPoller(clients.s3, settings)
+        big_csv, big_error, ok = await poller.poll_once("")
+        for ready in (big_csv, big_error):
+            with pytest.raises(ResultUnreadable) as caught:
+                await fetch(poller, ready)
+            assert caught.value.code == "result_too_large" and caught.value.raw is None
+        files = await fetch(poller, ok)
+    assert files.csv == b"a,b,c\n" and files.details is None
+
+
+async def test_classic_csv_key_is_listed_for_its_stem(
+    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+) -> None:
+    bucket = unique_name
+    await put(s3, bucket, f"{PREFIX}s1/test_0", b"alice,physics,2026\n")
+    await put(s3, bucket, f"{PREFIX}s1/test_0.json", b"{}")
+    await put(s3, bucket, f"{PREFIX}s2/clip.error.json", b'{"code": "x"}')
+    settings = settings_for(moto_endpoint, tmp_path, bucket, csv_key="{stem}")
+    async with aws_clients(settings) as clients:
+        found = await ResultPoller(clients.s3, settings).poll_once("")
+    readings = {(r.stem, r.kind) for r in found}
+    assert (f"{PREFIX}s1/test_0", ResultKind.CSV) in readings
+    assert (f"{PREFIX}s2/clip", ResultKind.ERROR) in readings
+    [csv_ready] = [r for r in found if r.stem == f"{PREFIX}s1/test_0"]
+    assert csv_ready.details_size == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(b"\xff\xfe{}", "not UTF-8"), (b"[1]", "not a JSON object"), (b"{", "not JSON"),
+     (b"[" * 100_000, "not JSON")],
+)  # fmt: skip
+def test_unreadable_error_documents(body: bytes, reason: str) -> None:
+    with pytest.raises(ResultUnreadable, match=reason) as caught:
+        read_error_doc(body, "k.error.json")
+    assert caught.value.code == "result_unreadable" and caught.value.raw == body
+
+
+def test_error_document_fields_are_cut_to_size() -> None:
+    doc = read_error_doc(json.dumps({"code": "c" * 500, "message": "m" * 50_000}).encode(), "k")
+    assert len(doc.code) == 64 and len(doc.message) == 2000
+
+
+@pytest.mark.parametrize(
+    "body", [b"[" * 100_000 + b"]" * 100_000, b"\xff", b'"a string"', b"[]", b"{"]
+)
+def test_bad_details_are_dropped(body: bytes) -> None:
+    assert read_details(body, "k.json") == (None, None)
+
+
+def test_details_timings_are_bounded_and_numbers_only() -> None:
+    timings = {f"step{n}": n / 10 for n in range(100)} | {"x" * 100: 1, "bad": "1", "t": True}
+    data = json.dumps({"timings": timings}).encode()
+    kept, bounded = read_details(data, "k.json")
+    assert kept == data
+    assert bounded is not None and len(bounded) <= 32
+    assert all(len(name) <= 64 and isinstance(v, float) for name, v in bounded.items())
+
+
+def test_prepare_csv_renders_neutralised_rows_and_summarises_a_bounded_part(
+    tmp_path: Path,
+) -> None:
+    data = b"name,major,year\n" + b"=1+1,@x,-2\n" * 1000
+    tmp, summary = prepare_csv(data, tmp_path / "clip.csv", header=True)
+    text = tmp.read_text()
+    assert text.startswith("name,major,year\n'=1+1,'@x,'-2\n")
+    assert summary.count == 1000 and len(summary.rows) == 50
+    with pytest.raises(ResultUnreadable, match="not UTF-8"):
+        prepare_csv(b"caf\xe9\n", tmp_path / "bad.csv", header=False)
+    with pytest.raises(ResultUnreadable, match="not a CSV"):
+        prepare_csv(b'"' + b"x" * 200_000 + b'"\n', tmp_path / "bad.csv", header=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]  # nothing else left

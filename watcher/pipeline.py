@@ -370,14 +370,15 @@ class Pipeline:
                 error=f"{doc.code}: {doc.message}", event="result.failed",
             )  # fmt: skip
             return
-        result = {
+        result: dict[str, Any] = {
             "people": [row.name for row in summary.rows],
-            "rows": [[row.name, row.major, row.year] for row in summary.rows],
             "people_count": summary.count,
             "latency_s": latency,
             "timings": timings,
             "result_key": ready.key,
         }
+        if summary.complete:  # rows cut short must not stand for the answer (e.g. for reuse)
+            result["rows"] = [[row.name, row.major, row.year] for row in summary.rows]
         self.metrics.result_latency.observe(latency)
         await self.conclude(sub, State.DONE, result=result, event="result.received")
 

@@ -95,6 +95,7 @@ class CsvSummary:
 
     rows: list[PersonRow] = field(default_factory=list)
     count: int = 0
+    complete: bool = True  # `rows` is the whole CSV, nothing cut
 
 
 class ByteBudget:
@@ -335,10 +336,12 @@ def prepare_csv(data: bytes, target: Path, *, header: bool) -> tuple[Path, CsvSu
     def rows() -> Iterator[PersonRow]:
         text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
         for row in iter_csv(text, header=header):
+            values = (row.name, row.major, row.year)
             if len(summary.rows) < SUMMARY_PEOPLE:
-                summary.rows.append(
-                    PersonRow(*(value[:SUMMARY_CHARS] for value in (row.name, row.major, row.year)))
-                )
+                summary.rows.append(PersonRow(*(value[:SUMMARY_CHARS] for value in values)))
+                summary.complete &= all(len(value) <= SUMMARY_CHARS for value in values)
+            else:
+                summary.complete = False
             yield row
 
     try:

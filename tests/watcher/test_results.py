@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -274,7 +275,10 @@ def test_hostile_results_keep_the_daemon_within_its_memory_bound(
             assert done_csv.readline() == '"\'=HYPERLINK(""http://evil.example"")",\'@SUM(1),\'-1\n'
     # What reaches the journal and the logs is bounded, whatever the files held.
     for sub in daemon.submissions():
-        assert len(json.dumps(sub.result)) < 16_000
+        assert sub.result is not None and len(json.dumps(sub.result)) < 16_000
+        # 50 people shown; the rows are not recorded since they would not be the whole answer.
+        assert sub.result["people_count"] == len(csv) // len(row)
+        assert len(sub.result["people"]) == 50 and "rows" not in sub.result
     for run in range(1, daemon.runs + 1):
         for line in daemon.log_path(run).read_text().splitlines():
             assert len(line) < 16_000
@@ -446,9 +450,13 @@ def test_prepare_csv_renders_neutralised_rows_and_summarises_a_bounded_part(
     tmp, summary = prepare_csv(data, tmp_path / "clip.csv", header=True)
     text = tmp.read_text()
     assert text.startswith("name,major,year\n'=1+1,'@x,'-2\n")
-    assert summary.count == 1000 and len(summary.rows) == 50
+    assert summary.count == 1000 and len(summary.rows) == 50 and not summary.complete
+    _, whole = prepare_csv(b"a,b,c\n", tmp_path / "whole.csv", header=False)
+    assert whole.complete and whole.rows == [PersonRow("a", "b", "c")]
+    tmp.unlink()
+    (tmp_path / f".whole.csv.{os.getpid()}.tmp").unlink()
     with pytest.raises(ResultUnreadable, match="not UTF-8"):
         prepare_csv(b"caf\xe9\n", tmp_path / "bad.csv", header=False)
     with pytest.raises(ResultUnreadable, match="not a CSV"):
         prepare_csv(b'"' + b"x" * 200_000 + b'"\n', tmp_path / "bad.csv", header=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [tmp.name]  # nothing else left
+    assert list(tmp_path.iterdir()) == []  # nothing else left

@@ -221,6 +221,8 @@ class Pipeline:
                 earlier = await self.journal.done_with_sha256(sha256, sub.id)
                 if earlier is not None and await self._reuse(sub, earlier, sha256):
                     return
+            # `uploading` already: an attempt that did not reach `uploaded` may have stored it.
+            may_be_stored = sub.state is State.UPLOADING
             sub = await self.journal.transition(
                 sub.id, State.UPLOADING, attempts=sub.attempts + 1, sha256=sha256, size=size,
                 detail={"attempt": sub.attempts + 1, "sha256": sha256},
@@ -229,6 +231,7 @@ class Pipeline:
             request = UploadRequest(
                 staged, sub.key, sha256, size,
                 upload_metadata(sub.original_name, sha256, self.settings.node_id), fingerprint,
+                may_be_stored=may_be_stored,
             )  # fmt: skip
             try:
                 result = await self.uploader.upload(request)
@@ -239,6 +242,7 @@ class Pipeline:
             except asyncio.CancelledError:
                 log.warning("upload.interrupted", key=sub.key, state=str(State.UPLOADING))
                 raise
+            self._crash_point("sent")  # stored in S3, not yet `uploaded` in the journal
             sub = await self.journal.transition(
                 sub.id, State.UPLOADED, uploaded_at=time.time(), etag=result.etag,
                 detail={"bytes": result.bytes, "seconds": round(result.seconds, 3),

@@ -264,6 +264,10 @@ class Pipeline:
                     return
                 log.warning("trigger.deferred", submission=sub.id, reason=error.reason)
             else:
+                # A crash from here to the commit invokes again after the restart: invocation
+                # is at least once (as Lambda's own async invokes are); the outputs are keyed by
+                # the input key, so a repeat rewrites the same result, collected once.
+                self._crash_point("invoked")
                 sub = await self.journal.update(sub.id, triggered=True, event="triggered")
         self.awaiting[sub.id] = sub
 

@@ -429,3 +429,34 @@ async def test_invoke_mode_invokes_once_per_upload_even_across_a_crash(
         [sub] = daemon.submissions()
         assert sub.triggered and sub.state is State.DONE
         await asyncio.to_thread(daemon.stop)
+
+
+@pytest.mark.slow
+async def test_invoke_mode_killed_between_the_invoke_and_its_commit_invokes_again(
+    tmp_path: Path, cloud: Cloud, function: StandInFunction, daemons: list[Daemon]
+) -> None:
+    """What holds in invoke mode is at least once: Lambda accepted the invoke (202) but the
+    watcher died before committing `triggered`, so the restart invokes again, for the same
+    object. The video is still delivered once, with one result."""
+    async with FaultProxy(cloud.endpoint) as proxy:
+        proxy.fail(1000, lambda seen: "/functions/" in seen.path, status=202, code="Accepted")
+        through_proxy = dataclasses.replace(cloud, endpoint=proxy.url)
+        daemon = Daemon(tmp_path / "node", through_proxy, trigger_mode="invoke")
+        daemons.append(daemon)
+        await asyncio.to_thread(daemon.start, WATCHER_TEST_KILL_AT="invoked")
+        await asyncio.to_thread(drop, daemon.inbox, "clip.mp4", video_bytes("clip"))
+        assert await asyncio.to_thread(daemon.wait_exit, 30) == -signal.SIGKILL
+        assert len([s for s in proxy.seen if "/functions/" in s.path]) == 1
+
+        await asyncio.to_thread(daemon.start)
+        await asyncio.to_thread(daemon.wait_until, lambda: daemon.concluded(1))
+        await asyncio.sleep(0.5)  # time to (wrongly) invoke or deliver a third time
+        invokes = [s for s in proxy.seen if "/functions/" in s.path]
+        assert len(invokes) == 2
+        [sub] = daemon.submissions()
+        assert sub.triggered and sub.state is State.DONE
+        assert len(daemon.events("trigger.invoked")) == 2
+        assert {e["key"] for e in daemon.events("trigger.invoked")} == {sub.key}
+        assert_each_once_in(daemon.done, ["clip.mp4"])
+        assert len(daemon.events("result.received")) == 1
+        await asyncio.to_thread(daemon.stop)

@@ -197,8 +197,10 @@ class Demo:
         """Second Ctrl-C: kill every part now and leave (no orderly stop, no waiting)."""
         for part in self.parts:
             part.kill()  # the runtime's environments die with it (their parent-death signal)
+        # os.write, not print or a log line: we are in a signal handler, and the main thread
+        # may be halfway through writing to stderr (a reentrant write raises).
         with contextlib.suppress(OSError):
-            print("demo: forced stop; parts killed", file=sys.stderr, flush=True)
+            os.write(sys.stderr.fileno(), b"demo: forced stop; parts killed\n")
         os._exit(130)
 
     def explain(self) -> None:

@@ -229,6 +229,8 @@ class Pipeline:
                 earlier = await self.journal.done_with_sha256(sha256, sub.id)
                 if earlier is not None and await self._reuse(sub, earlier, sha256):
                     return
+            # `uploading` already: an attempt that did not reach `uploaded` may have stored it.
+            may_be_stored = sub.state is State.UPLOADING
             sub = await self.journal.transition(
                 sub.id, State.UPLOADING, attempts=sub.attempts + 1, sha256=sha256, size=size,
                 detail={"attempt": sub.attempts + 1, "sha256": sha256},
@@ -237,6 +239,7 @@ class Pipeline:
             request = UploadRequest(
                 staged, sub.key, sha256, size,
                 upload_metadata(sub.original_name, sha256, self.settings.node_id), fingerprint,
+                may_be_stored=may_be_stored,
             )  # fmt: skip
             try:
                 result = await self.uploader.upload(request)
@@ -247,6 +250,7 @@ class Pipeline:
             except asyncio.CancelledError:
                 log.warning("upload.interrupted", key=sub.key, state=str(State.UPLOADING))
                 raise
+            self._crash_point("sent")  # stored in S3, not yet `uploaded` in the journal
             sub = await self.journal.transition(
                 sub.id, State.UPLOADED, uploaded_at=time.time(), etag=result.etag,
                 detail={"bytes": result.bytes, "seconds": round(result.seconds, 3),
@@ -268,6 +272,10 @@ class Pipeline:
                     return
                 log.warning("trigger.deferred", submission=sub.id, reason=error.reason)
             else:
+                # A crash from here to the commit invokes again after the restart: invocation
+                # is at least once (as Lambda's own async invokes are); the outputs are keyed by
+                # the input key, so a repeat rewrites the same result, collected once.
+                self._crash_point("invoked")
                 sub = await self.journal.update(sub.id, triggered=True, event="triggered")
         self.awaiting[sub.id] = sub
 

@@ -132,7 +132,7 @@ class WatcherService:
             "service.started", node=s.node_id, staging_root=str(s.staging_root),
             input_bucket=s.input_bucket, output_bucket=s.output_bucket,
             trigger_mode=s.trigger_mode, queued=len(self._queued),
-            awaiting=len(self.pipeline.awaiting),
+            awaiting=self.pipeline.awaiting_count,
         )  # fmt: skip
         self.notifier.ready(self._status_line())
 
@@ -236,7 +236,7 @@ class WatcherService:
         period = s.poll_interval_s
         next_tick = loop.time() + period
         while not self.should_exit:
-            if not self.pipeline.awaiting:
+            if not self.pipeline.awaiting_count:
                 await self._poll_wake.wait()
                 self._poll_wake.clear()
                 period = s.poll_interval_s
@@ -260,13 +260,8 @@ class WatcherService:
         pipeline = self.pipeline
         self._polling = True
         try:
-            # The cursor is the oldest awaited submission: Lambda answers concurrently, so a
-            # newer video's result routinely overtakes an older one, and listing only after
-            # the newest result seen would leave the straggler waiting. Results newer than
-            # the straggler are re-listed, a cheap page of keys, but never fetched twice.
-            start = pipeline.listing_start()
             try:
-                found = await pipeline.poller.poll_once(start)
+                found = await pipeline.list_results()
             except Exception as error:
                 log.warning("results.poll_failed", error=str(error))
                 await self._check_deadlines()  # deadlines hold without S3 too
@@ -278,9 +273,8 @@ class WatcherService:
                     await pipeline.collect(sub, ready)
 
             async with asyncio.TaskGroup() as group:
-                for ready in found:
-                    if sub := pipeline.match(ready):
-                        group.create_task(collect_one(sub, ready))
+                for sub, ready in found:
+                    group.create_task(collect_one(sub, ready))
             await self._check_deadlines()
         finally:
             self._polling = False
@@ -306,7 +300,7 @@ class WatcherService:
             pipeline = self.pipeline
             if self._intake is not None:
                 self.metrics.waiting.set(self._intake.waiting)
-            self.metrics.pending_results.set(len(pipeline.awaiting))
+            self.metrics.pending_results.set(pipeline.awaiting_count)
             self.notifier.status(self._status_line())
             await pipeline.retrigger()
             await pipeline.redeliver()  # moves a full disk or a locked done/ stopped
@@ -334,7 +328,7 @@ class WatcherService:
         if min(days) <= 0:
             return
         try:
-            removed = await self.pipeline.journal.prune(time.time() - max(days) * DAY_S)
+            removed = await self.journal.prune(time.time() - max(days) * DAY_S)
         except Exception as error:  # a full disk fails the journal too: next round
             log.warning("retention.journal_failed", error=str(error))
             return
@@ -351,7 +345,7 @@ class WatcherService:
 
     def _status_line(self) -> str:
         waiting = self._intake.waiting if self._intake is not None else 0
-        awaiting = len(self._pipeline.awaiting) if self._pipeline is not None else 0
+        awaiting = self._pipeline.awaiting_count if self._pipeline is not None else 0
         return (
             f"inbox waiting {waiting}, queued {self._queue.qsize()}, uploading {self._busy}, "
             f"awaiting results {awaiting}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
+from watcher.faces_cli import add_faces_arguments, cmd_faces
 from watcher.journal import TERMINAL, JournalStore, State, Submission
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
@@ -356,6 +357,7 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
         add_students_arguments,
         cmd_students,
     ),
+    ("faces", "see unknown faces, enrol people, roll out the set", add_faces_arguments, cmd_faces),
 ]
 
 

@@ -65,8 +65,8 @@ def test_enrol_push_rollback_round(
     cloud: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "staging"
-    details = write_result(root / "done", "party", [group("u1", 0.1, {"name": "x", "distance": 0.6}),
-                                                   group("u2", 0.3)])  # fmt: skip
+    groups = [group("u1", 0.1, {"name": "x", "distance": 0.6}), group("u2", 0.3)]
+    details = write_result(root / "done", "party", groups)
     assert main(["faces", "pull"]) == 0  # nothing in the cloud yet: an empty set
     assert KnownFacesFile.load(root / "known_faces.json") == KnownFacesFile()
     assert main(["faces", "unknown"]) == 0
@@ -143,7 +143,7 @@ def test_enrol_by_submission_id_and_its_refusals(
     cloud: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = tmp_path / "staging"
-    details = write_result(root / "done", "clip", [group("u1", 0.2)])
+    write_result(root / "done", "clip", [group("u1", 0.2)])
     journal = JournalStore(root / "journal.sqlite3")
     journal.create(
         submission_id=SID, original_name="clip.mp4", source_path="x", staged_path="y",

@@ -189,6 +189,14 @@ def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("ref", nargs="?", metavar="ID", help="submission id (or prefix)")
     group.add_argument("--failed", action="store_true", help="every failed or timed-out one")
+    group.add_argument(
+        "--done", action="store_true",
+        help="process done videos again (no reuse); each new result replaces the old one",
+    )  # fmt: skip
+    parser.add_argument("--since", metavar="DATE", help="with --done: finished since DATE (UTC)")
+    parser.add_argument(
+        "--only-unknown", action="store_true", help="with --done: results with unknown faces"
+    )
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -198,6 +206,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
     journal = _open_journal(settings)
     if journal is None:
         print("no journal yet: nothing to retry", file=sys.stderr)
+        return 2
+    if args.done:
+        from watcher.rerun import retry_done
+
+        try:
+            return retry_done(journal, staging, since=args.since, only_unknown=args.only_unknown)
+        finally:
+            journal.close()
+    if args.since or args.only_unknown:
+        journal.close()
+        print("--since and --only-unknown go with --done", file=sys.stderr)
         return 2
     retryable = {State.FAILED, State.TIMED_OUT}
     if args.failed:
@@ -235,8 +254,13 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after S s")
 
 
-def copy_into_inbox(staging: Staging, source: Path) -> Path:
-    """Copy under a hidden temporary name, fsync, then rename: the daemon never sees half."""
+def copy_into_inbox(
+    staging: Staging, source: Path, before_rename: Callable[[Path], None] | None = None
+) -> Path:
+    """Copy under a hidden temporary name, fsync, then rename: the daemon never sees half.
+
+    `before_rename(target)` runs once the name is claimed, before the file appears there.
+    """
     staging.inbox.mkdir(parents=True, exist_ok=True)
     temp = staging.inbox / f".{source.name}.{secrets.token_hex(4)}.part"
     try:
@@ -245,6 +269,8 @@ def copy_into_inbox(staging: Staging, source: Path) -> Path:
             dst.flush()
             os.fsync(dst.fileno())
         target = staging.claim_group_name(staging.inbox, source.name)
+        if before_rename is not None:
+            before_rename(target)
         temp.rename(target)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -114,10 +114,20 @@ class KnownFacesFile:
         return (header + body).encode("utf-8")
 
     @property
+    def version(self) -> str:
+        """The version the function reports for this set written canonically (`file_version`)."""
+        return file_version(self.to_bytes())
+
+    @property
     def content_version(self) -> str:
-        """A short digest of the canonical bytes: equal sets, equal versions (as the function's
-        `KnownFacesVersion` metric computes it)."""
+        """A short digest of the canonical bytes (the function's `KnownFacesVersion` metric)."""
         return hashlib.sha256(self.to_bytes()).hexdigest()[:12]
+
+
+def file_version(data: bytes) -> str:
+    """A known-faces file's version: the SHA-256 (hex) of its bytes, as every result's
+    `known_faces.version` names it (the same on S3, on a path and on the VM that pushes it)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def check_name(name: Any, where: str = "name") -> str:

@@ -27,6 +27,7 @@ from hybrid_common.known_faces_file import (
     KnownFacesFile,
     KnownFacesFileError,
     check_encoding,
+    file_version,
 )
 from watcher.faces_cloud import FacesCloud, FacesCloudError
 from watcher.journal import JournalStore, State
@@ -165,16 +166,18 @@ def _cloud(settings: WatcherSettings) -> FacesCloud:
 
 def cmd_list(settings: WatcherSettings, args: argparse.Namespace) -> int:
     known = _working(settings)
+    # The version results will name once this file is pushed as it is.
+    version = file_version(settings.known_faces_path.read_bytes())
     if args.json:
         people = [
             {"name": name, "vectors": len(known.of(name)),
              "sources": [f.source for f in known.of(name)]}
             for name in known.people
         ]  # fmt: skip
-        print(json.dumps({"content_version": known.content_version, "people": people}, indent=2))
+        print(json.dumps({"version": version, "people": people}, indent=2))
         return 0
     print(f"{settings.known_faces_path}: {len(known.people)} people, {len(known)} vectors, "
-          f"version {known.content_version}")  # fmt: skip
+          f"version {version}")  # fmt: skip
     for name in known.people:
         faces = known.of(name)
         print(f"{name}  ({len(faces)} vector{'s' if len(faces) != 1 else ''})")
@@ -245,14 +248,14 @@ def cmd_remove(settings: WatcherSettings, args: argparse.Namespace) -> int:
 def cmd_pull(settings: WatcherSettings, args: argparse.Namespace) -> int:
     known = _cloud(settings).pull(force=args.force)
     print(f"{settings.known_faces_path}: {len(known.people)} people, {len(known)} vectors, "
-          f"version {known.content_version}")  # fmt: skip
+          f"version {file_version(settings.known_faces_path.read_bytes())}")  # fmt: skip
     return 0
 
 
 def cmd_push(settings: WatcherSettings, args: argparse.Namespace) -> int:
     pushed = _cloud(settings).push(args.file, force=args.force)
     kept = "previous version kept for rollback" if pushed.previous_kept else "first version"
-    print(f"pushed {settings.known_faces_uri}: version {pushed.content_version} "
+    print(f"pushed {settings.known_faces_uri}: version {pushed.version} "
           f"(ETag {pushed.etag}); {kept}")  # fmt: skip
     return 0
 
@@ -260,7 +263,7 @@ def cmd_push(settings: WatcherSettings, args: argparse.Namespace) -> int:
 def cmd_rollback(settings: WatcherSettings, args: argparse.Namespace) -> int:
     del args
     pushed = _cloud(settings).rollback()
-    print(f"rolled back {settings.known_faces_uri} to version {pushed.content_version} "
+    print(f"rolled back {settings.known_faces_uri} to version {pushed.version} "
           f"(ETag {pushed.etag}); `faces rollback` again undoes it")  # fmt: skip
     return 0
 

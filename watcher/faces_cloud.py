@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hybrid_common.known_faces_file import KnownFacesFile
+from hybrid_common.known_faces_file import KnownFacesFile, file_version
 from hybrid_common.logs import get_logger
 from watcher.staging import write_atomic
 
@@ -40,8 +40,7 @@ class SyncState:
 
     uri: str
     etag: str | None  # None: the cloud held no file then
-    sha256: str  # of the working copy's bytes at that moment
-    content_version: str
+    version: str  # the working copy's `file_version` at that moment
 
     @classmethod
     def load(cls, path: Path) -> SyncState | None:
@@ -59,17 +58,13 @@ class SyncState:
 class Pushed:
     etag: str
     version_id: str | None
-    content_version: str
+    version: str  # `file_version`: what results made with it name as known_faces.version
     previous_kept: bool
 
 
 def split_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sync_path(working: Path) -> Path:
@@ -107,14 +102,14 @@ class FacesCloud:
             raise
         return str(response["ETag"]).strip('"')
 
-    def _put(self, key: str, data: bytes, content_version: str) -> dict[str, Any]:
+    def _put(self, key: str, data: bytes) -> dict[str, Any]:
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
         # Naming the algorithm too sends x-amz-sdk-checksum-algorithm: S3 ignores it, moto needs
         # it to store the checksum (moto stores it but does not verify it; AWS does).
         response: dict[str, Any] = self._s3.put_object(
             Bucket=self.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256",
             ChecksumSHA256=checksum,
-            ContentType="application/json", Metadata={"content-version": content_version},
+            ContentType="application/json", Metadata={"version": file_version(data)},
         )  # fmt: skip
         return response
 
@@ -127,13 +122,12 @@ class FacesCloud:
             data = self.working.read_bytes()
         except FileNotFoundError:
             return False
-        return state is None or state.sha256 != sha256_hex(data)
+        return state is None or state.version != file_version(data)
 
     def _adopt(self, data: bytes, etag: str | None) -> None:
         """The working copy becomes `data`, in step with the cloud's `etag`."""
         write_atomic(self.working, data)
-        content_version = KnownFacesFile.from_bytes(data).content_version
-        SyncState(self.uri, etag, sha256_hex(data), content_version).save(self.sync_file)
+        SyncState(self.uri, etag, file_version(data)).save(self.sync_file)
 
     # --- operations ---
 
@@ -176,12 +170,12 @@ class FacesCloud:
                 CopySource={"Bucket": self.bucket, "Key": self.key},
             )  # fmt: skip
             kept = True
-        response = self._put(self.key, data, known.content_version)
-        etag = str(response["ETag"]).strip('"')
+        response = self._put(self.key, data)
+        etag, version = str(response["ETag"]).strip('"'), file_version(data)
         self._adopt(data, etag)
-        log.info("faces.pushed", uri=self.uri, etag=etag, content_version=known.content_version,
-                 faces=len(known), previous_kept=kept)  # fmt: skip
-        return Pushed(etag, response.get("VersionId"), known.content_version, kept)
+        log.info("faces.pushed", uri=self.uri, etag=etag, version=version, faces=len(known),
+                 previous_kept=kept)  # fmt: skip
+        return Pushed(etag, response.get("VersionId"), version, kept)
 
     def rollback(self) -> Pushed:
         """Put `<key>.previous` back; the version it replaces becomes the new `.previous`."""
@@ -191,18 +185,15 @@ class FacesCloud:
                 f"no {self.key}{PREVIOUS_SUFFIX} in {self.bucket}: nothing to roll back to"
             )
         data, _ = previous
-        known = KnownFacesFile.from_bytes(data, origin=f"{self.uri}{PREVIOUS_SUFFIX}")
+        KnownFacesFile.from_bytes(data, origin=f"{self.uri}{PREVIOUS_SUFFIX}")
         current = self._get(self.key)
-        response = self._put(self.key, data, known.content_version)
-        if current is not None:
-            # Kept even if invalid (whoever wrote it may want it back): its digest, not a version.
-            self._put(self.key + PREVIOUS_SUFFIX, current[0], sha256_hex(current[0])[:12])
-        etag = str(response["ETag"]).strip('"')
+        response = self._put(self.key, data)
+        if current is not None:  # kept even if invalid: whoever wrote it may want it back
+            self._put(self.key + PREVIOUS_SUFFIX, current[0])
+        etag, version = str(response["ETag"]).strip('"'), file_version(data)
         self._adopt(data, etag)
-        log.info(
-            "faces.rolled_back", uri=self.uri, etag=etag, content_version=known.content_version
-        )
-        return Pushed(etag, response.get("VersionId"), known.content_version, current is not None)
+        log.info("faces.rolled_back", uri=self.uri, etag=etag, version=version)
+        return Pushed(etag, response.get("VersionId"), version, current is not None)
 
 
 def _status(error: Exception) -> int:

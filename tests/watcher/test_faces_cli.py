@@ -83,6 +83,8 @@ def test_enrol_push_rollback_round(
     head = cloud.head_object(Bucket=cloud.bucket, Key=KEY, ChecksumMode="ENABLED")
     digest = base64.b64encode(hashlib.sha256(first.to_bytes()).digest()).decode()
     assert head["ChecksumSHA256"] == digest
+    # The version it prints is the one results made with it will name (SHA-256 of the bytes).
+    assert f"version {hashlib.sha256(first.to_bytes()).hexdigest()} " in capsys.readouterr().out
 
     assert main(["faces", "enrol", "bo", str(details), "--face", "u2"]) == 0
     assert main(["faces", "push"]) == 0

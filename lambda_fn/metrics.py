@@ -11,7 +11,7 @@ Per invocation (one EMF document, flushed when the invocation ends):
 Separately, with a dimension of their own:
   VideoErrors by `ErrorCode` (the code in `<stem>.error.json`), one document per error;
   KnownFacesLoaded by `KnownFacesVersion` (a digest of the file's content) when a container
-  starts, so a graph shows which known-faces file the fleet runs.
+  starts or rolls out a new version, so a graph shows which known-faces file the fleet runs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class FunctionMetrics:
 
     def __init__(self, known: KnownFaces) -> None:
         self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+        self.known_version = ""
+        self.known_faces_loaded(known)
+
+    def known_faces_loaded(self, known: KnownFaces) -> None:
+        """A container started, or rolled out a new known-faces version."""
         self.known_version = known_faces_version(known)
         with single_metric(
             name="KnownFacesLoaded",

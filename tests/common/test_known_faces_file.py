@@ -19,6 +19,7 @@ from hybrid_common.known_faces_file import (
     KnownFacesFile,
     KnownFacesFileError,
     distance,
+    file_version,
 )
 
 
@@ -160,3 +161,12 @@ def test_both_compute_the_same_content_version() -> None:
 
     known = KnownFacesFile((face("ada", 0.125), face("bo", 1 / 7)))
     assert known.content_version == known_faces_version(KnownFaces.from_bytes(known.to_bytes()))
+
+
+def test_both_name_a_file_by_the_same_version() -> None:
+    from lambda_fn.known_faces import file_version as function_file_version
+
+    data = KnownFacesFile((face("ada", 0.125),)).to_bytes()
+    assert (
+        file_version(data) == function_file_version(data) == KnownFacesFile.from_bytes(data).version
+    )

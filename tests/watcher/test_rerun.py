@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,29 @@ def test_a_replacement_cut_short_is_finished_by_the_next_delivery(
     assert (staging.done / "clip.csv").read_text() == "new.csv"
     assert (staging.done / "clip.json").read_text() == "new.json"
     assert not list(staging.processing.iterdir())
+
+
+def test_a_journal_from_before_reruns_gains_them_and_reads_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    store = JournalStore(path)
+    store.create(submission_id="s1", original_name="a.mp4", source_path="x", staged_path="y",
+                 key="k", size=1)  # fmt: skip
+    store.close()
+    db = sqlite3.connect(path)
+    with db:  # as schema 1 left it
+        db.execute("DROP TABLE reruns")
+        db.execute("ALTER TABLE submissions DROP COLUMN replaces")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    old = JournalStore(path, readonly=True)
+    assert old.get("s1").replaces is None  # the CLI reads an old journal as it is
+    old.close()
+    store = JournalStore(path)
+    assert store.get("s1").replaces is None
+    store.request_rerun("/inbox/a.mp4", "s1")
+    store.create(submission_id="s2", original_name="a.mp4", source_path="/inbox/a.mp4",
+                 staged_path="z", key="k2", size=1, replaces="s1")  # fmt: skip
+    assert store.get("s2").replaces == "s1"
+    assert store.rerun_of("/inbox/a.mp4") is None  # consumed with the row
+    assert store.pending_reruns() == {"s1"}
+    store.close()

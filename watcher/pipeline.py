@@ -508,7 +508,9 @@ class Pipeline:
             await self.journal.record(str(replaced), "result.replaced", {"by": sub.id})
             self._crash_point("moved")
             self._announce(sub)
-            return await self.journal.update(sub.id, delivered=True)
+            sub = await self.journal.update(sub.id, delivered=True)
+            self.staging.release(final)  # held by recovery, like any concluded group's name
+            return sub
         for attempt in range(1, MAX_RENAMES + 1):
             try:
                 await asyncio.to_thread(self.staging.move_group, staged, final)

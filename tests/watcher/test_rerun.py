@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -116,6 +117,36 @@ def test_a_done_video_changed_since_is_filed_under_a_new_name(
     assert (daemon.done / "clip_2.mp4").read_bytes() == saved
     assert (daemon.done / "clip_2.csv").exists()
     assert daemon.events("rerun.not_replacing")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["done", "moved"])
+def test_a_rerun_killed_after_its_conclusion_is_delivered_once_at_restart(
+    cloud: Cloud, daemons: list[Daemon], cli_env: Path, step: str
+) -> None:
+    """kill -9 right after the re-run's `done` commit (or its files moved): recovery puts the
+    result in place of the old one, once."""
+    with TaggingFunction(cloud):
+        daemon = Daemon(cli_env, cloud)
+        daemons.append(daemon)
+        daemon.start()
+        drop(daemon.inbox, "clip.mp4", video_bytes("clip"))
+        daemon.wait_until(lambda: daemon.concluded(1))
+        daemon.stop()
+        daemon.start(WATCHER_TEST_KILL_AT=step)
+        assert main(["retry", "--done"]) == 0
+        assert daemon.wait_exit(60) == -signal.SIGKILL
+        daemon.start()
+        daemon.wait_until(lambda: daemon.concluded(2))
+        time.sleep(0.5)  # time to (wrongly) announce it twice
+    [new] = [s for s in daemon.submissions() if s.replaces]
+    assert json.loads((daemon.done / "clip.json").read_text())["key"] == new.key
+    assert sorted(p.name for p in daemon.done.iterdir()) == sorted(
+        ["clip.mp4", *(f"clip{s}" for s in SUFFIXES)]
+    )
+    assert not list((cli_env / "processing").iterdir())
+    announced = [e for e in daemon.events("result.received") if e["replaces"]]
+    assert len(announced) == 1
 
 
 # --- choosing what to re-run (no daemon) ---

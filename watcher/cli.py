@@ -22,6 +22,7 @@ from pathlib import Path
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
+from watcher.doctor import add_doctor_arguments, cmd_doctor
 from watcher.journal import TERMINAL, JournalStore, State, Submission
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
@@ -355,6 +356,12 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
         "manage the students table",
         add_students_arguments,
         cmd_students,
+    ),
+    (
+        "doctor",
+        "check this node's configuration, cloud and disks",
+        add_doctor_arguments,
+        cmd_doctor,
     ),
 ]
 

@@ -24,6 +24,7 @@ from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
 from watcher.doctor import add_doctor_arguments, cmd_doctor
 from watcher.journal import TERMINAL, JournalStore, State, Submission
+from watcher.report import add_report_arguments, cmd_report
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
 from watcher.status import add_status_arguments, cmd_status
@@ -324,6 +325,7 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
         add_students_arguments,
         cmd_students,
     ),
+    ("report", "what this node did over a period (--since 24h)", add_report_arguments, cmd_report),
     (
         "doctor",
         "check this node's configuration, cloud and disks",

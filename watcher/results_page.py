@@ -135,7 +135,8 @@ class ResultsPage:
                 continue  # still in processing/: its files are not where the page links
             path = Path(sub.final_path or sub.staged_path)
             result = sub.result or {}
-            sheet, people = None, ()
+            sheet: str | None = None
+            people: tuple[Person, ...] = ()
             if sub.state is State.DONE:
                 sheet_path = self.staging.companion(path, ".faces.jpg")
                 sheet = href(root, sheet_path) if sheet_path.exists() else None

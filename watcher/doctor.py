@@ -211,8 +211,10 @@ def check_credentials(settings: WatcherSettings) -> tuple[Check, Any]:
 
 
 _CREDENTIALS_FIX = (
-    "put AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in /etc/hybrid-watcher/credentials.env "
-    "(the unit's EnvironmentFile, mode 600), or give the VM an instance role"
+    "the daemon reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY from the root-only "
+    "/etc/hybrid-watcher/credentials.env (its unit blocks the metadata service): put them "
+    "there, and run doctor with them: sudo sh -c 'set -a; . /etc/hybrid-watcher/credentials.env;"
+    " exec hybrid-watcher doctor'"
 )
 
 

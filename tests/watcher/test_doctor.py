@@ -164,7 +164,7 @@ def test_no_credentials_against_aws_fail_and_skip_the_cloud(tmp_path: Path) -> N
     code, checks, text = doctor(env)
     assert code == 1
     assert checks["credentials"]["status"] == "fail"
-    assert "instance role" in checks["credentials"]["fix"]
+    assert "/etc/hybrid-watcher/credentials.env" in checks["credentials"]["fix"]
     assert checks["cloud checks"]["status"] == "skip"
     assert "Traceback" not in text
 

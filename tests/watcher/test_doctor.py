@@ -3,11 +3,17 @@ own provisioning): all ok on a healthy node, and one broken thing at a time make
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
 import os
 import subprocess
+import threading
+import time
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -230,3 +236,57 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+class _SkewedDateProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards every request to moto and answers with moto's response, its Date header moved
+    by `skew_s`: a cloud whose clock is off, as the node would see it."""
+
+    upstream = ""
+    skew_s = 0.0
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        target = urlsplit(self.upstream)
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        connection.request(self.command, self.path, body=body, headers=headers)
+        answer = connection.getresponse()
+        payload = answer.read()
+        self.send_response_only(answer.status)
+        for name, value in answer.getheaders():
+            if name.lower() not in {"date", "transfer-encoding", "connection", "server"}:
+                self.send_header(name, value)
+        self.send_header("Date", formatdate(time.time() + self.skew_s, usegmt=True))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        connection.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    def log_message(self, *_: object) -> None:  # quiet
+        pass
+
+
+@pytest.mark.parametrize(("skew_s", "status"), [(-600.0, "fail"), (-120.0, "warn")])
+def test_a_clock_off_from_s3s_is_reported(
+    stack: Resources, tmp_path: Path, skew_s: float, status: str
+) -> None:
+    handler = type("Proxy", (_SkewedDateProxy,), {"upstream": stack.endpoint_url,
+                                                  "skew_s": skew_s})  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        env = node_env(stack, tmp_path / "staging", endpoint_url=endpoint)
+        code, checks, _ = doctor(env)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    line = checks["clock skew"]
+    assert line["status"] == status, line
+    assert f"{-skew_s:+.0f} s" in line["detail"] or f"{-skew_s + 1:+.0f} s" in line["detail"]
+    assert code == (1 if status == "fail" else 0)

@@ -28,7 +28,7 @@ from watcher.settings import WatcherSettings, config_file_path
 
 # The SAM template's default KnownFacesKey and local provisioning's key (tests hold all three
 # equal): where the function looks when its configuration cannot be read from here.
-DEFAULT_KNOWN_FACES_KEY = "config/known_faces.json"
+DEFAULT_KNOWN_FACES_KEY = "_assets/known_faces.json"
 # SigV4 refuses requests more than 15 minutes off; warn long before that.
 SKEW_WARN_S = 60.0
 SKEW_FAIL_S = 300.0

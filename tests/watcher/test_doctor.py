@@ -18,15 +18,13 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from local_stack.provision import KNOWN_FACES_KEY, VIDEO_SUFFIXES, Resources
+from local_stack.provision import KNOWN_FACES_KEY, Resources
 from tests.local_stack import free_port, provision_stack, s3_client
 from tests.mounts import small_tmpfs
 from tests.watcher_daemon import REPO
 from watcher.doctor import DEFAULT_KNOWN_FACES_KEY, Status, notification_covers, skew_status
 
 WATCHER = REPO / ".venv" / "bin" / "hybrid-watcher"
-# The extensions local provisioning notifies for; the healthy node accepts exactly these.
-PROVISIONED = ",".join(f'"{s.lstrip(".")}"' for s in VIDEO_SUFFIXES)
 
 
 @pytest.fixture
@@ -47,7 +45,6 @@ def node_env(stack: Resources, root: Path, **settings: str) -> dict[str, str]:
         "HYBRID_OUTPUT_BUCKET": stack.output_bucket,
         "HYBRID_STAGING_ROOT": str(root),
         "HYBRID_NODE_ID": "node-a",
-        "HYBRID_ALLOWED_EXTENSIONS": f"[{PROVISIONED}]",
         "AWS_EC2_METADATA_DISABLED": "true",  # never ask a metadata service for credentials
     }
     env.update({f"HYBRID_{k.upper()}": v for k, v in settings.items()})

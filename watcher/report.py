@@ -13,6 +13,7 @@ import io
 import json
 import math
 import re
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -164,6 +165,8 @@ def load_subs(settings: WatcherSettings) -> list[Submission] | None:
     journal = JournalStore(settings.journal_path, readonly=True)
     try:
         return journal.in_states(TERMINAL)
+    except sqlite3.OperationalError:  # the daemon has created the file, not yet its tables
+        return None
     finally:
         journal.close()
 

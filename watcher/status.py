@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from dataclasses import asdict
@@ -70,6 +71,8 @@ def collect(settings: WatcherSettings, limit: int) -> dict[str, Any]:
         journal = JournalStore(settings.journal_path, readonly=True)
         try:
             counts, latest = journal.counts(), journal.latest(limit)
+        except sqlite3.OperationalError:  # the daemon has created the file, not yet its tables
+            journal_exists = False
         finally:
             journal.close()
     return {

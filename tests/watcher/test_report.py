@@ -144,3 +144,11 @@ def test_parse_span_and_percentile() -> None:
     assert percentile([], 50) is None
     assert percentile([5.0], 95) == 5.0
     assert percentile([float(n) for n in range(1, 101)], 95) == 95.0
+
+
+def test_a_journal_file_without_tables_yet_is_no_journal(tmp_path: Path) -> None:
+    (tmp_path / "journal.sqlite3").touch()  # the daemon has created it, not yet its tables
+    env = {**os.environ, "HYBRID_STAGING_ROOT": str(tmp_path)}
+    ran = subprocess.run([str(WATCHER), "report"], env=env, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert ran.returncode == 0 and "no journal yet" in ran.stderr, ran.stderr

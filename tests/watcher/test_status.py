@@ -172,3 +172,9 @@ def test_upload_figures() -> None:
     assert figures["percent"] == 60.0
     assert figures["rate_bps"] == 100  # this attempt's 400 bytes over 4 s
     assert figures["eta_s"] == pytest.approx(4.0)
+
+
+def test_a_journal_file_without_tables_yet_is_no_journal(tmp_path: Path) -> None:
+    (tmp_path / "journal.sqlite3").touch()  # the daemon has created it, not yet its tables
+    env = {**os.environ, "HYBRID_STAGING_ROOT": str(tmp_path)}
+    assert "no journal yet" in status(env).stdout

@@ -145,7 +145,9 @@ class Runtime:
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
-        self.writer = ResultWriter(self.s3, settings.output_bucket)
+        self.writer = ResultWriter(
+            self.s3, settings.output_bucket, naming=settings.naming, csv_header=settings.csv_header
+        )
         self.version = settings.function_version or code_version()
         settings.tmp_dir.mkdir(parents=True, exist_ok=True)
         # A timed-out invocation's process is killed and the environment re-initialised with

@@ -5,8 +5,9 @@ no API call and no extra latency (a PutMetricData per video would add a request 
 mode to every invocation). Namespace `HybridSphere`, dimension `service=face-recognition`.
 
 Per invocation (one EMF document, flushed when the invocation ends):
-  Videos, PeopleFound, UnknownFaces (Count) and one `<stage>Duration` (Milliseconds) per stage
-  the handler timed (download, recognise_decode, recognise_detect, …, lookup, total);
+  Videos, PeopleFound, UnknownFaces (Count: unknown groups, one per stranger) and one
+  `<stage>Duration` (Milliseconds) per stage the handler timed (download,
+  recognise_decode, recognise_detect, …, lookup, total);
   MessagesHandedBack (Count) for SQS messages returned for redelivery.
 Separately, with a dimension of their own:
   VideoErrors by `ErrorCode` (the code in `<stem>.error.json`), one document per error;

@@ -13,6 +13,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hybrid_common.lifetime import die_with_parent
 from hybrid_common.logs import get_logger
 from lambda_fn.faces import warm_up
 from lambda_fn.frames import VideoReader, warm_up_decoder
@@ -50,12 +52,15 @@ def worker_count(requested: int) -> int:
 
 
 def _serve(
+    parent_pid: int,
     conn: Connection,
     known: KnownFaces,
     options: RecognitionOptions,
     parent_ends: list[Connection],
 ) -> None:
     """Worker loop: ("video", path, segment) in; ("ok", Recognition) | ("error", ...) out."""
+    # Mid-video nobody reads the pipe: the kernel kills us if the parent dies meanwhile.
+    die_with_parent(signal.SIGKILL, parent_pid)
     # fork copied the parent's ends of this worker's pipe and of its siblings' pipes: close
     # them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
     for end in parent_ends:
@@ -87,7 +92,7 @@ class _Worker:
         self.conn, child = context.Pipe()
         parent_ends = [self.conn, *(sibling.conn for sibling in siblings)]
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, known, options, parent_ends), daemon=True
+            target=_serve, args=(os.getpid(), child, known, options, parent_ends), daemon=True
         )
         self.process.start()
         child.close()

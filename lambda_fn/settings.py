@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
+from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
@@ -119,3 +120,17 @@ class FunctionSettings(BaseSettings):
     function_version: str = Field(
         default="", description="Build version reported in results (set by the image build)."
     )
+    csv_key: Annotated[str, AfterValidator(validate_csv_key)] = Field(
+        default=DEFAULT_CSV_KEY,
+        description="Key of the CSV answer: '{stem}' is the input key without its extension, "
+        "so '{stem}' alone is the classic handler's key (test_0.mp4 -> test_0). The watcher's "
+        "csv_key must be the same.",
+    )
+    csv_header: bool = Field(
+        default=False, description="Write a 'name,major,year' header row first."
+    )
+
+    @property
+    def naming(self) -> ResultNaming:
+        """Where this function writes each result file."""
+        return ResultNaming(self.csv_key)

@@ -23,6 +23,10 @@ from lambda_fn.known_faces import KnownFaces
 # and the course clips; the Hamilton stranger lies 0.58 from Lin-Manuel Miranda's mean.
 GROUP_DISTANCE = 0.5
 DESCRIPTOR_DECIMALS = 6
+# At most this many groups per result, those seen in the most samples: each costs ~2.5 KB of
+# `<stem>.json` (128 numbers) and a tile of the contact sheet, and the watcher refuses a
+# details document over 256 KiB (`result_json_max_bytes`); 50 groups take ~125 KB.
+MAX_GROUPS = 50
 
 Crop = tuple[np.ndarray, tuple[int, int, int, int]]
 
@@ -110,10 +114,14 @@ class UnknownFaces:
 
 
 def finish(
-    groups: Iterable[UnknownGroup], known: KnownFaces, threshold: float = GROUP_DISTANCE
+    groups: Iterable[UnknownGroup],
+    known: KnownFaces,
+    threshold: float = GROUP_DISTANCE,
+    limit: int = MAX_GROUPS,
 ) -> list[UnknownGroup]:
-    """Merge groups whose means are within `threshold` (closest pair first), then give each
-    its id in order of first appearance and its nearest known person.
+    """Merge groups whose means are within `threshold` (closest pair first), keep the `limit`
+    seen in the most samples, then give each its id in order of first appearance and its
+    nearest known person.
 
     Also how the segments of a split video are joined: the same stranger seen in two
     segments is one group. A group never encoded (cannot happen from `UnknownFaces`: a track
@@ -128,6 +136,10 @@ def finish(
         merged[i].absorb(merged[j])
         del merged[j]
     merged.sort(key=lambda g: g.first_seen_s)
+    if len(merged) > limit:
+        # sorted() is stable: among groups seen as often, the earlier ones stay.
+        kept = set(map(id, sorted(merged, key=lambda g: -g.samples)[:limit]))
+        merged = [g for g in merged if id(g) in kept]
     for number, group in enumerate(merged, start=1):
         group.id = f"u{number}"
         group.nearest, group.nearest_distance = _nearest_known(group, known)

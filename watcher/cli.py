@@ -22,10 +22,13 @@ from pathlib import Path
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
+from watcher.doctor import add_doctor_arguments, cmd_doctor
 from watcher.faces_cli import add_faces_arguments, cmd_faces
 from watcher.journal import TERMINAL, JournalStore, State, Submission
+from watcher.report import add_report_arguments, cmd_report
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
+from watcher.status import add_status_arguments, cmd_status
 
 log = get_logger(__name__)
 
@@ -95,45 +98,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception:
         log.exception("service.crashed")
         return 1
-    return 0
-
-
-# --- status ---
-
-
-def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--limit", type=int, default=15, help="latest submissions to list")
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings()
-    journal = _open_journal(settings, readonly=True)
-    counts = journal.counts() if journal else {s.value: 0 for s in State}
-    latest = journal.latest(args.limit) if journal else []
-    if journal:
-        journal.close()
-    if args.json:
-        doc = {"counts": counts, "latest": [asdict(sub) for sub in latest]}
-        print(json.dumps(doc, indent=2, default=str))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    summary = Table(title=f"hybrid-watcher {settings.node_id}: submissions by state")
-    for state in counts:
-        summary.add_column(state, justify="right")
-    summary.add_row(*(str(n) for n in counts.values()))
-    console.print(summary)
-    table = Table(title="latest submissions")
-    for column in ("id", "file", "state", "updated", "result"):
-        table.add_column(column)
-    for sub in latest:
-        table.add_row(
-            sub.id, sub.original_name, sub.state.value, _when(sub.updated_at), _outcome(sub)
-        )
-    console.print(table)
     return 0
 
 
@@ -373,7 +337,12 @@ def cmd_students(args: argparse.Namespace) -> int:
 # Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
 COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
-    ("status", "counts by state and the latest submissions", add_status_arguments, cmd_status),
+    (
+        "status",
+        "is the daemon running, uploads in flight, counts and the latest submissions",
+        add_status_arguments,
+        cmd_status,
+    ),
     ("show", "one submission's history and result", add_show_arguments, cmd_show),
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
@@ -384,6 +353,13 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
         cmd_students,
     ),
     ("faces", "see unknown faces, enrol people, roll out the set", add_faces_arguments, cmd_faces),
+    ("report", "what this node did over a period (--since 24h)", add_report_arguments, cmd_report),
+    (
+        "doctor",
+        "check this node's configuration, cloud and disks",
+        add_doctor_arguments,
+        cmd_doctor,
+    ),
 ]
 
 

@@ -27,6 +27,7 @@ import structlog
 
 from hybrid_common.logs import get_logger
 from watcher.pacing import MIB, Pacer
+from watcher.progress import UploadProgress
 from watcher.retry import RetryBudget, describe, error_code, is_transient
 from watcher.settings import WatcherSettings
 
@@ -81,6 +82,8 @@ class UploadRequest:
     # Taken before hashing; checked again once all bytes are sent, so an object whose bytes
     # may mix old and new content is never completed (multipart) or kept (single PUT).
     fingerprint: Fingerprint | None = None
+    # An earlier attempt may have stored it (the journal says `uploading`): look before a PUT.
+    may_be_stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,8 +172,11 @@ def _crc32_of_file(path: Path) -> str:
 class Uploader:
     """Uploads files to the input bucket under the limits of one shared `Pacer`."""
 
-    def __init__(self, s3: S3Client, settings: WatcherSettings) -> None:
+    def __init__(
+        self, s3: S3Client, settings: WatcherSettings, progress: UploadProgress | None = None
+    ) -> None:
         self._s3 = s3
+        self.progress = progress or UploadProgress()
         self._settings = settings
         self._bucket = settings.input_bucket
         self._algorithm = settings.checksum
@@ -186,6 +192,8 @@ class Uploader:
             started = time.monotonic()
             budget = self._budget()
             multipart = request.size > settings.multipart_threshold_mb * MIB
+            name = original_name_from_metadata(request.metadata) or request.path.name
+            self.progress.start(request.key, name, request.size)
             with structlog.contextvars.bound_contextvars(key=request.key):
                 try:
                     if multipart:
@@ -198,6 +206,8 @@ class Uploader:
                     raise UploadFailed(describe(e), retryable=False) from e
                 except Exception as e:
                     raise UploadFailed(describe(e), retryable=is_transient(e)) from e
+                finally:
+                    self.progress.finish(request.key)
                 seconds = time.monotonic() - started
                 log.info(
                     "upload.completed",
@@ -265,6 +275,12 @@ class Uploader:
             self._checksum_param: checksum,
         }
 
+        # Every PUT is an ObjectCreated event on AWS, i.e. one more run of the function: when
+        # an earlier run may have sent it, ask first whether S3 already holds these bytes.
+        if request.may_be_stored and (etag := await self._already_stored(request, budget)):
+            log.info("upload.already_present", etag=etag)
+            return etag
+
         async def put() -> str:
             await self.pacer.request(request.size)
             handle = await asyncio.to_thread(request.path.open, "rb")
@@ -277,6 +293,7 @@ class Uploader:
             return str(response["ETag"])
 
         etag = await budget.call("upload", put, key=request.key)
+        self.progress.advance(request.key, request.size)
         try:
             await self._check_unchanged(request)
         except _FileChanged:
@@ -325,6 +342,8 @@ class Uploader:
             # Aborted under us (an operator, or another host's orphan sweep): start over once.
             log.warning("upload.restarted", upload_id=upload_id, error=describe(error))
             upload_id = await self._create(request, budget)
+            name = original_name_from_metadata(request.metadata) or request.path.name
+            self.progress.start(request.key, name, request.size)  # from zero again
             parts, resumed = await self._send_parts(request, budget, upload_id, part_size, {})
         try:
             await self._check_unchanged(request)
@@ -362,20 +381,25 @@ class Uploader:
         """The ETag of this very file if the key already holds it (same size and sha256)."""
 
         async def head() -> str | None:
-            await self.pacer.request()
-            try:
-                response = await self._s3.head_object(Bucket=self._bucket, Key=request.key)
-            except Exception as error:
-                if error_code(error) in ABSENT_ON_HEAD:
-                    return None
-                raise
-            same = (
-                response["ContentLength"] == request.size
-                and response.get("Metadata", {}).get(META_SHA256) == request.sha256
-            )
-            return str(response["ETag"]) if same else None
+            return await self._stored_etag(request)
 
         return await budget.call("upload", head, key=request.key)
+
+    async def _stored_etag(self, request: UploadRequest) -> str | None:
+        """One HEAD: the ETag if the key holds this file (size and the sha256 it was sent with;
+        S3 checked the bytes against that sha256's x-amz-checksum when it stored them)."""
+        await self.pacer.request()
+        try:
+            response = await self._s3.head_object(Bucket=self._bucket, Key=request.key)
+        except Exception as error:
+            if error_code(error) in ABSENT_ON_HEAD:
+                return None
+            raise
+        same = (
+            response["ContentLength"] == request.size
+            and response.get("Metadata", {}).get(META_SHA256) == request.sha256
+        )
+        return str(response["ETag"]) if same else None
 
     async def _find_resumable(
         self, request: UploadRequest, budget: RetryBudget
@@ -448,6 +472,7 @@ class Uploader:
                 if old is not None and self._part_matches(old, length, digest):
                     done[number] = {"ETag": old["ETag"], self._checksum_param: digest.checksum}
                     resumed += 1
+                    self.progress.advance(request.key, length, resumed=True)
                     return
 
                 part_args: dict[str, Any] = {
@@ -473,6 +498,7 @@ class Uploader:
 
                 etag = await budget.call("upload", send, key=request.key, part=number)
                 done[number] = {"ETag": etag, self._checksum_param: digest.checksum}
+                self.progress.advance(request.key, length)  # per part: cheap, and often enough
 
         try:
             async with asyncio.TaskGroup() as group:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lambda_fn.known_faces import KnownFaces
-from lambda_fn.unknown_faces import GROUP_DISTANCE, UnknownFaces, finish
+from lambda_fn.unknown_faces import GROUP_DISTANCE, MAX_GROUPS, UnknownFaces, finish
 
 NOBODY = KnownFaces(names=[], encodings=np.zeros((0, 128)))
 
@@ -63,3 +63,16 @@ def test_each_group_names_its_nearest_known_person() -> None:
     (group,) = faces.groups(known)
     assert (group.nearest, group.nearest_distance) == ("ann", pytest.approx(0.7))
     assert UnknownFaces().groups(known) == []
+
+
+def test_a_crowd_keeps_the_groups_seen_most_so_the_result_stays_small() -> None:
+    faces = UnknownFaces()
+    for person in range(MAX_GROUPS + 10):
+        sightings = 3 if person % 2 else 1  # odd people are seen in three samples
+        for sample in range(sightings):
+            faces.saw(person, person + sample / 10, point(person * 2.0), 10, crop_of(person))
+    groups = faces.groups(NOBODY)
+    assert len(groups) == MAX_GROUPS
+    assert [g.id for g in groups] == [f"u{i}" for i in range(1, MAX_GROUPS + 1)]
+    assert [g.first_seen_s for g in groups] == sorted(g.first_seen_s for g in groups)
+    assert sum(g.samples == 3 for g in groups) == (MAX_GROUPS + 10) // 2  # all the frequent

@@ -22,7 +22,7 @@ import pytest
 from hybrid_common.known_faces_file import KnownFacesFile, distance, file_version
 from hybrid_common.students import load_students, read_students
 from local_stack.provision import Resources, make_clients, provision
-from tests.local_stack import REPO, ServeLocal
+from tests.servers import REPO, ServeLocal
 from tests.watcher_daemon import Cloud, Daemon, drop
 from watcher.cli import main
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from local_stack.provision import KNOWN_FACES_KEY, Resources
-from tests.local_stack import free_port, provision_stack, s3_client
 from tests.mounts import small_tmpfs
+from tests.servers import free_port, provision_stack, s3_client
 from tests.watcher_daemon import REPO
 from watcher.doctor import DEFAULT_KNOWN_FACES_KEY, Status, notification_covers, skew_status
 

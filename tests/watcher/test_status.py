@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.local_stack import free_port
+from tests.servers import free_port
 from tests.watcher_daemon import MP4_HEAD, REPO, Cloud, Daemon, StandInFunction, drop, video_bytes
 from watcher.daemon_state import is_running, upload_figures
 

@@ -77,6 +77,7 @@ bench: install
 	$(RUN) python bench/upload.py --quick
 	$(RUN) python bench/intake.py --files 1000,10000
 	$(RUN) python bench/workload.py
+	$(RUN) python bench/accuracy.py
 
 # Known vulnerabilities in the locked versions (uv.lock, every extra and the dev group):
 # pip-audit --strict against OSV or PyPI's per-release API, whichever answers; where neither does

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import FaultProxy
-from tests.local_stack import free_port
+from tests.servers import free_port
 from tests.watcher_daemon import (
     Cloud,
     Daemon,

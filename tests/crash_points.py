@@ -14,13 +14,15 @@ after it (a move, an upload, an announcement) runs, exactly as a power cut there
 | uploaded                   | after `uploaded` is committed, before the invoke / the wait  |
 | invoked                    | after Lambda accepted the invoke, before `triggered` commits |
 | done, failed, timed_out    | after the conclusion is committed, before the group moves    |
-| moved                      | after the group moved, before it is announced                |
+| moved                      | after the group moved (or, for a re-run, replaced the old    |
+|                            | result and recorded it), before it is announced              |
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ def install(step: str) -> None:
     if step not in STEPS:
         raise SystemExit(f"{KILL_AT_ENV}={step!r}: not a step ({', '.join(sorted(STEPS))})")
     create, transition, update = AsyncJournal.create, AsyncJournal.transition, AsyncJournal.update
+    record = AsyncJournal.record
     move_group = Staging.move_group
 
     async def create_then_kill(self: AsyncJournal, **kwargs: Any) -> Submission:
@@ -69,6 +72,13 @@ def install(step: str) -> None:
             kill(step)  # the invoke returned (accepted); `triggered` is not committed
         return await update(self, submission_id, **kwargs)
 
+    async def record_then_kill(
+        self: AsyncJournal, submission_id: str, event: str, detail: Mapping[str, Any]
+    ) -> None:
+        await record(self, submission_id, event, detail)
+        if step == "moved" and event == "result.replaced":
+            kill(step)  # a re-run's files replaced the old result's: not announced yet
+
     def move_group_then_kill(self: Staging, staged_video: Path, final_video: Path) -> list[Path]:
         moved = move_group(self, staged_video, final_video)
         if step == "moved":
@@ -78,6 +88,7 @@ def install(step: str) -> None:
     AsyncJournal.create = create_then_kill  # type: ignore[method-assign]
     AsyncJournal.transition = transition_then_kill  # type: ignore[method-assign]
     AsyncJournal.update = update_then_kill  # type: ignore[method-assign]
+    AsyncJournal.record = record_then_kill  # type: ignore[method-assign]
     Staging.move_group = move_group_then_kill  # type: ignore[method-assign]
 
 

@@ -538,7 +538,6 @@ class Pipeline:
         if replaced is not None:
             await asyncio.to_thread(replace_results, self.staging, staged, final)
             await self.journal.record(str(replaced), "result.replaced", {"by": sub.id})
-            self._crash_point("moved")
             self._announce(sub)
             sub = await self.journal.update(sub.id, delivered=True)
             self.staging.release(final)  # held by recovery, like any concluded group's name

@@ -23,6 +23,7 @@ from watcher.journal import OPEN, AsyncJournal, State, Submission
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import Pipeline, make_invoke
+from watcher.result_queue import ResultQueue
 from watcher.results import ResultPoller, ResultReady
 from watcher.retry import RETRY_OBSERVER
 from watcher.settings import WatcherSettings
@@ -38,6 +39,12 @@ RETENTION_EVERY_S = 3600.0
 FETCH_CONCURRENCY = 8
 # Admitted files that may wait for an upload worker before the intake pauses.
 BACKLOG_PER_WORKER = 4
+# A notification can beat the submission into `awaiting` (a fast function, a slow journal
+# write): it is kept this long, for this many results at most, and matched when an upload ends.
+EARLY_KEEP_S = 120.0
+EARLY_MAX = 1024
+# After a failed receive the queue is retried after 1 s, doubling up to this.
+QUEUE_RETRY_MAX_S = 30.0
 
 
 class WatcherService:
@@ -60,7 +67,12 @@ class WatcherService:
         self._backlog = asyncio.Condition()
         self._busy = 0  # upload workers inside a submission
         self._polling = False
+        self._collecting = 0  # results being fetched outside a poll tick (queue, early)
         self._poll_wake = asyncio.Event()
+        self._fetch_limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        self._result_queue: ResultQueue | None = None
+        self._queue_answers = False  # the last receive worked: LIST only as the backstop
+        self._early: dict[str, tuple[float, ResultReady]] = {}
         self._stack = AsyncExitStack()
         self._pipeline: Pipeline | None = None
         self._intake: Intake | None = None
@@ -105,8 +117,12 @@ class WatcherService:
         await self.journal.open()
         self._stack.callback(self.metrics.close)
         RETRY_OBSERVER.set(self.metrics.retried)  # inherited by the tasks started below
-        clients = await self._stack.enter_async_context(aws_clients(s))
+        clients = await self._stack.enter_async_context(
+            aws_clients(s, lambda service, op: self.metrics.requests.labels(service, op).inc())
+        )
         uploader = Uploader(clients.s3, s)
+        if clients.sqs is not None:
+            self._result_queue = ResultQueue(clients.sqs, s)
         self._pipeline = Pipeline(
             s, self.journal, self.staging, self.metrics, uploader,
             ResultPoller(clients.s3, s), make_invoke(clients.lambda_, s),
@@ -145,6 +161,8 @@ class WatcherService:
                 group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 group.create_task(self._watchdog_loop(), name="watchdog"),
             ]
+            if self._result_queue is not None:
+                tasks.append(group.create_task(self._queue_loop(), name="result-queue"))
             tasks += [
                 group.create_task(self._upload_worker(), name=f"upload-{n}")
                 for n in range(self.settings.upload_concurrency)
@@ -171,13 +189,13 @@ class WatcherService:
         self.notifier.stopping(f"draining {self._busy} upload(s)")
         grace = self.settings.shutdown_grace_s
         deadline = time.monotonic() + grace
-        while (self._busy or self._polling) and not self.force_exit:
+        while (self._busy or self._polling or self._collecting) and not self.force_exit:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._force.wait(), timeout=min(left, 0.05))
-        if self._busy or self._polling:
+        if self._busy or self._polling or self._collecting:
             log.warning("shutdown.cancelling", uploads_in_flight=self._busy,
                         grace_s=grace, forced=self.force_exit)  # fmt: skip
         else:
@@ -233,13 +251,14 @@ class WatcherService:
         """
         s = self.settings
         loop = asyncio.get_running_loop()
-        period = s.poll_interval_s
+        period = self._poll_period()
         next_tick = loop.time() + period
         while not self.should_exit:
             if not self.pipeline.awaiting:
                 await self._poll_wake.wait()
                 self._poll_wake.clear()
-                period = s.poll_interval_s
+                await self._collect_early()
+                period = self._poll_period()
                 next_tick = loop.time() + period
                 continue
             with suppress(TimeoutError):
@@ -247,9 +266,15 @@ class WatcherService:
                     self._poll_wake.wait(), timeout=max(0.0, next_tick - loop.time())
                 )
                 self._poll_wake.clear()
-                continue  # an upload finished: keep the grid, re-check what is awaited
+                # An upload finished (its result may already have been notified), or the
+                # queue stopped answering (the backstop's long period must not hold).
+                await self._collect_early()
+                period = self._poll_period()
+                next_tick = min(next_tick, loop.time() + period)
+                continue
             listed = await self._poll_tick()
-            period = s.poll_interval_s if listed else min(period * 2, s.poll_max_interval_s)
+            base = self._poll_period()
+            period = base if listed else min(max(period, base) * 2, s.poll_max_interval_s)
             next_tick += period
             now = loop.time()
             if next_tick <= now:  # the tick overran: skip the missed ticks, keep the grid
@@ -271,20 +296,80 @@ class WatcherService:
                 log.warning("results.poll_failed", error=str(error))
                 await self._check_deadlines()  # deadlines hold without S3 too
                 return False
-            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-            async def collect_one(sub: Submission, ready: ResultReady) -> None:
-                async with limit:
-                    await pipeline.collect(sub, ready)
-
             async with asyncio.TaskGroup() as group:
                 for ready in found:
                     if sub := pipeline.match(ready):
-                        group.create_task(collect_one(sub, ready))
+                        group.create_task(self._collect_one(sub, ready))
             await self._check_deadlines()
         finally:
             self._polling = False
         return True
+
+    def _poll_period(self) -> float:
+        """LIST every poll_interval_s, or only as the backstop while the queue answers."""
+        s = self.settings
+        return s.result_backstop_interval_s if self._queue_answers else s.poll_interval_s
+
+    async def _collect_one(self, sub: Submission, ready: ResultReady) -> None:
+        self._collecting += 1
+        try:
+            async with self._fetch_limit:
+                await self.pipeline.collect(sub, ready)
+        finally:
+            self._collecting -= 1
+
+    async def _queue_loop(self) -> None:
+        """Long-poll the result queue; collect what it names as soon as it is named.
+
+        A failing queue (missing, denied, unreachable) is logged once per outage and retried
+        with a growing delay, and the LIST poll goes back to poll_interval_s meanwhile.
+        """
+        assert self._result_queue is not None  # noqa: S101 -- main_loop starts this only then
+        queue = self._result_queue
+        retry_s = 1.0
+        async with asyncio.TaskGroup() as group:
+            while not self.should_exit:
+                try:
+                    received = await queue.receive()
+                except Exception as error:
+                    if self._queue_answers or retry_s == 1.0:
+                        log.warning("result_queue.unavailable", error=str(error), retry_s=retry_s)
+                    self._queue_answers = False
+                    self._poll_wake.set()
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, QUEUE_RETRY_MAX_S)
+                    continue
+                if not self._queue_answers:
+                    log.info("result_queue.answering")
+                    self._queue_answers = True
+                retry_s = 1.0
+                self.metrics.result_notifications.inc(len(received.results))
+                for ready in received.results:
+                    if sub := self.pipeline.match(ready):
+                        group.create_task(self._collect_one(sub, ready))
+                    else:  # not awaited yet, or already collected (a duplicate): kept a while
+                        self._keep_early(ready)
+
+    def _keep_early(self, ready: ResultReady) -> None:
+        now = time.monotonic()
+        self._early.pop(ready.stem, None)
+        self._early[ready.stem] = (now, ready)
+        for stem, (seen, _) in list(self._early.items()):
+            if len(self._early) <= EARLY_MAX and now - seen < EARLY_KEEP_S:
+                break  # oldest first: the rest are younger
+            del self._early[stem]
+
+    async def _collect_early(self) -> None:
+        """Collect notified results whose submissions have started being awaited since."""
+        matched = []
+        for stem, (_, ready) in list(self._early.items()):
+            if sub := self.pipeline.match(ready):
+                del self._early[stem]
+                matched.append((sub, ready))
+        if matched:
+            async with asyncio.TaskGroup() as group:
+                for sub, ready in matched:
+                    group.create_task(self._collect_one(sub, ready))
 
     async def _check_deadlines(self) -> None:
         try:

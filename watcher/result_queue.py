@@ -1,0 +1,116 @@
+"""Result notifications: the output bucket's ObjectCreated events for this node, via SQS.
+
+The output bucket notifies a per-node queue when the function writes `<stem>.csv` or
+`<stem>.error.json` under this node's prefix; a long poll on that queue hands the result to
+the watcher within milliseconds, where the LIST poll waits for its next tick. The LIST poll
+stays as the backstop (a lost or late notification, a queue that is down): notifications only
+make results earlier, never decide them. A notification is a hint, not a fact: its key must be
+a final result under this node's prefix and belong to an awaited submission, and the object is
+then fetched from the bucket as any listed result is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from hybrid_common.keys import node_prefix, split_result_key
+from hybrid_common.logs import get_logger
+from watcher.results import FINAL_KINDS, ResultReady
+from watcher.settings import WatcherSettings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+log = get_logger(__name__)
+
+# SQS's longest long poll: one request per 20 s while idle, answered as soon as a message lands.
+WAIT_SECONDS = 20
+BATCH = 10  # SQS's largest receive and delete batch
+
+
+@dataclass(frozen=True)
+class Received:
+    """One receive: the final results it named and how many messages it removed."""
+
+    results: list[ResultReady]
+    messages: int
+
+
+def results_in(body: str, bucket: str, prefix: str) -> list[ResultReady]:
+    """The final results under `prefix` of `bucket` an S3 notification body names.
+
+    Anything else (S3's `s3:TestEvent`, other buckets, other prefixes, details files, bodies
+    that are not S3 events at all) yields nothing. S3 URL-encodes keys, '+' for a space.
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    records = doc.get("Records") if isinstance(doc, dict) else None
+    found: list[ResultReady] = []
+    for record in records if isinstance(records, list) else []:
+        try:
+            s3 = record["s3"]
+            if not str(record["eventName"]).startswith("ObjectCreated:"):
+                continue
+            if s3["bucket"]["name"] != bucket:
+                continue
+            key = unquote_plus(str(s3["object"]["key"]))
+        except (KeyError, TypeError):
+            continue
+        split = split_result_key(key)
+        if not key.startswith(prefix) or split is None or split[1] not in FINAL_KINDS:
+            continue
+        found.append(ResultReady(split[0], split[1], key, _event_time(record)))
+    return found
+
+
+def _event_time(record: dict[str, Any]) -> datetime:
+    try:
+        return datetime.fromisoformat(str(record["eventTime"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return datetime.now(UTC)
+
+
+class ResultQueue:
+    """Long-polls this node's result queue; every call may raise (the caller falls back)."""
+
+    def __init__(self, sqs: SQSClient, settings: WatcherSettings) -> None:
+        self._sqs = sqs
+        self._name = settings.result_queue or ""
+        self._bucket = settings.output_bucket
+        self._prefix = node_prefix(settings.key_prefix, settings.node_id)
+        self._url: str | None = self._name if "://" in self._name else None
+
+    async def _queue_url(self) -> str:
+        if self._url is None:
+            self._url = (await self._sqs.get_queue_url(QueueName=self._name))["QueueUrl"]
+        return self._url
+
+    async def receive(self, wait_s: int = WAIT_SECONDS) -> Received:
+        """Wait up to `wait_s` for notifications; delete what was read and return its results.
+
+        Messages are deleted once read, matched or not: a result they name is fetched from the
+        bucket (and the LIST backstop finds it if that fails), and S3 delivers at least once,
+        so a duplicate is dropped where it is matched.
+        """
+        url = await self._queue_url()
+        response = await self._sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=wait_s
+        )
+        messages = response.get("Messages", [])
+        found: list[ResultReady] = []
+        for message in messages:
+            found += results_in(message.get("Body", ""), self._bucket, self._prefix)
+        if messages:
+            entries: Any = [
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)
+            ]
+            reply = await self._sqs.delete_message_batch(QueueUrl=url, Entries=entries)
+            if reply.get("Failed"):  # redelivered after the visibility timeout: harmless
+                log.warning("result_queue.delete_failed", messages=len(reply["Failed"]))
+        return Received(found, len(messages))

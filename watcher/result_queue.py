@@ -34,10 +34,10 @@ BATCH = 10  # SQS's largest receive and delete batch
 
 @dataclass(frozen=True)
 class Received:
-    """One receive: the final results it named and how many messages it removed."""
+    """One receive: the final results it named, and the receipts to delete its messages by."""
 
     results: list[ResultReady]
-    messages: int
+    receipts: list[str]
 
 
 def results_in(body: str, bucket: str, prefix: str) -> list[ResultReady]:
@@ -92,12 +92,7 @@ class ResultQueue:
         return self._url
 
     async def receive(self, wait_s: int = WAIT_SECONDS) -> Received:
-        """Wait up to `wait_s` for notifications; delete what was read and return its results.
-
-        Messages are deleted once read, matched or not: a result they name is fetched from the
-        bucket (and the LIST backstop finds it if that fails), and S3 delivers at least once,
-        so a duplicate is dropped where it is matched.
-        """
+        """Wait up to `wait_s` for notifications; the results they name and their receipts."""
         url = await self._queue_url()
         response = await self._sqs.receive_message(
             QueueUrl=url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=wait_s
@@ -106,11 +101,20 @@ class ResultQueue:
         found: list[ResultReady] = []
         for message in messages:
             found += results_in(message.get("Body", ""), self._bucket, self._prefix)
-        if messages:
-            entries: Any = [
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)
-            ]
-            reply = await self._sqs.delete_message_batch(QueueUrl=url, Entries=entries)
-            if reply.get("Failed"):  # redelivered after the visibility timeout: harmless
-                log.warning("result_queue.delete_failed", messages=len(reply["Failed"]))
-        return Received(found, len(messages))
+        return Received(found, [m["ReceiptHandle"] for m in messages])
+
+    async def delete(self, receipts: list[str]) -> None:
+        """Delete what was read, matched or not, while its results are being fetched.
+
+        A result a message names is fetched from the bucket (and the LIST backstop finds it
+        if that fails); a message not deleted comes back after the visibility timeout, and S3
+        delivers at least once anyway: a duplicate is dropped where it is matched.
+        """
+        if not receipts:
+            return
+        entries: Any = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
+        reply = await self._sqs.delete_message_batch(
+            QueueUrl=await self._queue_url(), Entries=entries
+        )
+        if reply.get("Failed"):
+            log.warning("result_queue.delete_failed", messages=len(reply["Failed"]))

@@ -349,6 +349,10 @@ class WatcherService:
                         group.create_task(self._collect_one(sub, ready))
                     else:  # not awaited yet, or already collected (a duplicate): kept a while
                         self._keep_early(ready)
+                try:
+                    await queue.delete(received.receipts)
+                except Exception as error:  # redelivered later: duplicates are harmless
+                    log.warning("result_queue.delete_failed", error=str(error))
 
     def _keep_early(self, ready: ResultReady) -> None:
         now = time.monotonic()

@@ -9,7 +9,10 @@ write the outputs, and always remove the file. Failure policy:
   events, so Lambda retries the invocation, and marks only that message as failed in an SQS
   batch (`batchItemFailures`), so SQS redelivers it alone;
 - an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue.
-Settings, AWS clients, dlib's models and the known faces are loaded once per container.
+Settings, AWS clients, dlib's models and the known faces are loaded once per container; the
+known faces are checked for a new version at most every `known_faces_check_s` seconds and
+swapped between videos (`lambda_fn.known_faces.LiveKnownFaces`), so a pushed file is rolled
+out without a redeploy. Every `<stem>.json` names the version it was computed with.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from hybrid_common.keys import split_result_key
 from hybrid_common.logs import configure_logging, get_logger
-from hybrid_common.results import ErrorDoc, InputDetails
+from hybrid_common.results import ErrorDoc, InputDetails, KnownFacesDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
 from lambda_fn.faces import models
-from lambda_fn.known_faces import KnownFaces
+from lambda_fn.known_faces import KnownFaces, LiveKnownFaces
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import VideoError
@@ -116,17 +119,6 @@ def make_clients(settings: FunctionSettings) -> tuple[S3Client, DynamoDBClient]:
     return s3, dynamodb
 
 
-def load_known_faces(location: str, s3: S3Client) -> KnownFaces:
-    """The known-faces file from a path in the image or from `s3://bucket/key`."""
-    if location.startswith("s3://"):
-        bucket, _, key = location.removeprefix("s3://").partition("/")
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        with body:
-            data = body.read()
-        return KnownFaces.from_bytes(data, origin=location)
-    return KnownFaces.load(Path(location))
-
-
 class Runtime:
     """What a warm container keeps between invocations, and the per-record work."""
 
@@ -142,17 +134,20 @@ class Runtime:
         self.options = options
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
-        self.known = load_known_faces(settings.known_faces, self.s3)
-        self.metrics = FunctionMetrics(
-            self.known
-        )  # CloudWatch metrics as EMF (lambda_fn/metrics.py)
+        self.known_faces = LiveKnownFaces(
+            settings.known_faces, self.s3, settings.known_faces_check_s
+        )
+        # CloudWatch metrics as EMF (lambda_fn/metrics.py)
+        self.metrics = FunctionMetrics(self.known)
         # Forked once here, in the init phase, after the models are loaded: a long video is
         # split over the container's cores (a 3008 MB function has two vCPUs).
         self.pool = RecognitionPool(self.known, options)
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
-        self.writer = ResultWriter(self.s3, settings.output_bucket)
+        self.writer = ResultWriter(
+            self.s3, settings.output_bucket, naming=settings.naming, csv_header=settings.csv_header
+        )
         self.version = settings.function_version or code_version()
         settings.tmp_dir.mkdir(parents=True, exist_ok=True)
         # A timed-out invocation's process is killed and the environment re-initialised with
@@ -161,11 +156,25 @@ class Runtime:
         log.info(
             "runtime.ready",
             known_faces=len(self.known),
+            known_faces_version=self.known_faces.current.version,
             output_bucket=settings.output_bucket,
             table=settings.table,
             version=self.version,
             seconds=round(time.perf_counter() - started, 3),
         )
+
+    @property
+    def known(self) -> KnownFaces:
+        """The known faces in use now."""
+        return self.known_faces.current.faces
+
+    def _refresh_known_faces(self) -> KnownFacesDetails:
+        """Switch to a new known-faces version if one was pushed; the version to report."""
+        current, changed = self.known_faces.refresh()
+        if changed:
+            self.pool.use(current.faces)
+            self.metrics.known_faces_loaded(current.faces)
+        return KnownFacesDetails(current.version, current.source)
 
     # -- invocation ----------------------------------------------------------------------------
 
@@ -261,6 +270,7 @@ class Runtime:
         if time.monotonic() >= deadline:
             raise VideoError("too_slow", "no time left in this invocation to start the video")
         timings: dict[str, float] = {}
+        known_faces = self._refresh_known_faces()
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
@@ -285,19 +295,21 @@ class Runtime:
             ),
             function_version=version,
             request_id=request_id,
+            known_faces=known_faces,
         )
         csv_key = self.writer.write_success(details, sheet)
         log.info(
             "video.processed",
             people=recognition.names,
-            unknown_faces=recognition.unknown_faces,
+            unknown_faces=len(recognition.unknown_faces),
+            known_faces_version=known_faces.version,
             frames_sampled=recognition.frames_sampled,
             bytes=size,
             seconds=round(time.perf_counter() - started, 3),
         )
         self.metrics.video_processed(
             len(recognition.names),
-            recognition.unknown_faces,
+            len(recognition.unknown_faces),
             {**timings, "total": time.perf_counter() - started},
         )
         return Outcome(ref.key, "ok", csv_key)

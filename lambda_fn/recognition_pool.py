@@ -13,6 +13,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hybrid_common.lifetime import die_with_parent
 from hybrid_common.logs import get_logger
 from lambda_fn.faces import warm_up
 from lambda_fn.frames import VideoReader, warm_up_decoder
@@ -50,12 +52,15 @@ def worker_count(requested: int) -> int:
 
 
 def _serve(
+    parent_pid: int,
     conn: Connection,
     known: KnownFaces,
     options: RecognitionOptions,
     parent_ends: list[Connection],
 ) -> None:
     """Worker loop: ("video", path, segment) in; ("ok", Recognition) | ("error", ...) out."""
+    # Mid-video nobody reads the pipe: the kernel kills us if the parent dies meanwhile.
+    die_with_parent(signal.SIGKILL, parent_pid)
     # fork copied the parent's ends of this worker's pipe and of its siblings' pipes: close
     # them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
     for end in parent_ends:
@@ -87,7 +92,7 @@ class _Worker:
         self.conn, child = context.Pipe()
         parent_ends = [self.conn, *(sibling.conn for sibling in siblings)]
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, known, options, parent_ends), daemon=True
+            target=_serve, args=(os.getpid(), child, known, options, parent_ends), daemon=True
         )
         self.process.start()
         child.close()
@@ -119,9 +124,26 @@ class RecognitionPool:
         warm_up()
         warm_up_decoder()
         self._workers: list[_Worker] = []
+        self._start()
+
+    def _start(self) -> None:
         if self.size > 1 and "fork" in multiprocessing.get_all_start_methods():
             for _ in range(self.size):
-                self._workers.append(_Worker(known, options, self._workers))
+                self._workers.append(_Worker(self.known, self.options, self._workers))
+
+    def use(self, known: KnownFaces) -> None:
+        """Recognise with `known` from now on (a new known-faces version was rolled out).
+
+        The workers got the known faces when they were forked, so they are replaced by new
+        ones forked now: milliseconds, the models stay shared, and no video is in flight
+        (the handler calls this between videos).
+        """
+        if known is self.known:
+            return
+        self.close()
+        self.known = known
+        self._start()
+        log.info("pool.restarted", workers=len(self._workers), known_faces=len(known))
 
     def __enter__(self) -> RecognitionPool:
         return self
@@ -184,7 +206,7 @@ class RecognitionPool:
             raise errors[0]
         results = [o for _, o in sorted(parts.items()) if isinstance(o, Recognition)]
         log.debug("video.split", path=str(path), segments=len(segments))
-        return merge_segments(results, time.perf_counter() - started)
+        return merge_segments(results, time.perf_counter() - started, self.known)
 
     def _segments(self, path: Path) -> list[tuple[float, float]]:
         """Consecutive time ranges, one per worker, each with enough samples to be worth it."""

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
+from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
@@ -30,6 +31,14 @@ class RecognitionOptions(BaseSettings):
     sample_fps: float = Field(default=1.0, gt=0, le=60, description="Frames sampled per second.")
     tolerance: float = Field(
         default=0.6, gt=0, le=1.0, description="Largest face distance that counts as a match."
+    )
+    match_margin: float = Field(
+        default=0.08,
+        ge=0,
+        le=1.0,
+        description="A match must also be this much closer than the next-nearest known person "
+        "(dlib trained its descriptor with a 0.04 margin on each side of 0.6); 0 gives the "
+        "classic rule, nearest within tolerance. See lambda_fn/faces.py, MATCH_MARGIN.",
     )
     detect_width: int = Field(
         default=640, ge=160, le=4096, description="Frames are scaled to this width for detection."
@@ -85,6 +94,13 @@ class FunctionSettings(BaseSettings):
         default="/opt/hybridsphere/known_faces.json",
         description="Known-faces file: a path in the image, or s3://bucket/key.",
     )
+    known_faces_check_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A warm container checks the known-faces file for a new version at most "
+        "this often (a conditional GET on S3, a stat for a path) and switches to it between "
+        "videos; 0 checks before every video.",
+    )
     max_input_bytes: int = Field(
         default=1 << 30, gt=0, description="Larger objects are refused before download."
     )
@@ -104,3 +120,17 @@ class FunctionSettings(BaseSettings):
     function_version: str = Field(
         default="", description="Build version reported in results (set by the image build)."
     )
+    csv_key: Annotated[str, AfterValidator(validate_csv_key)] = Field(
+        default=DEFAULT_CSV_KEY,
+        description="Key of the CSV answer: '{stem}' is the input key without its extension, "
+        "so '{stem}' alone is the classic handler's key (test_0.mp4 -> test_0). The watcher's "
+        "csv_key must be the same.",
+    )
+    csv_header: bool = Field(
+        default=False, description="Write a 'name,major,year' header row first."
+    )
+
+    @property
+    def naming(self) -> ResultNaming:
+        """Where this function writes each result file."""
+        return ResultNaming(self.csv_key)

@@ -127,7 +127,7 @@ def test_the_input_bucket_comes_from_the_state_file_and_the_invoke_api_defaults_
     monkeypatch.setattr(
         os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_")}
     )
-    args = build_parser().parse_args(["serve-local", "--cloud-state", str(state)])
+    args = build_parser().parse_args(["serve", "--cloud-state", str(state)])
     settings = settings_from_args(args)
     assert settings.input_bucket == "in-bucket"
     assert settings.invoke_host == "127.0.0.1"

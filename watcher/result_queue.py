@@ -5,8 +5,10 @@ The output bucket notifies a per-node queue when the function writes `<stem>.csv
 the watcher within milliseconds, where the LIST poll waits for its next tick. The LIST poll
 stays as the backstop (a lost or late notification, a queue that is down): notifications only
 make results earlier, never decide them. A notification is a hint, not a fact: its key must be
-a final result under this node's prefix and belong to an awaited submission, and the object is
-then fetched from the bucket as any listed result is.
+a final result under this node's prefix and belong to an awaited submission; the watcher then
+lists that submission's folder (sizes for the fetch budget, and proof the file is there) and
+fetches the result as any listed one. The SAM template and local provisioning notify on the
+default CSV key (`{stem}.csv`); with another HYBRID_CSV_KEY the CSV comes through the backstop.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from hybrid_common.keys import node_prefix, split_result_key
+from hybrid_common.keys import ResultNaming, node_prefix
 from hybrid_common.logs import get_logger
-from watcher.results import FINAL_KINDS, ResultReady
+from watcher.results import ResultReady
 from watcher.settings import WatcherSettings
 
 if TYPE_CHECKING:
@@ -40,7 +42,9 @@ class Received:
     receipts: list[str]
 
 
-def results_in(body: str, bucket: str, prefix: str) -> list[ResultReady]:
+def results_in(
+    body: str, bucket: str, prefix: str, naming: ResultNaming | None = None
+) -> list[ResultReady]:
     """The final results under `prefix` of `bucket` an S3 notification body names.
 
     Anything else (S3's `s3:TestEvent`, other buckets, other prefixes, details files, bodies
@@ -51,6 +55,7 @@ def results_in(body: str, bucket: str, prefix: str) -> list[ResultReady]:
     except ValueError:
         return []
     records = doc.get("Records") if isinstance(doc, dict) else None
+    naming = naming or ResultNaming()
     found: list[ResultReady] = []
     for record in records if isinstance(records, list) else []:
         try:
@@ -62,10 +67,11 @@ def results_in(body: str, bucket: str, prefix: str) -> list[ResultReady]:
             key = unquote_plus(str(s3["object"]["key"]))
         except (KeyError, TypeError):
             continue
-        split = split_result_key(key)
-        if not key.startswith(prefix) or split is None or split[1] not in FINAL_KINDS:
+        if not key.startswith(prefix):
             continue
-        found.append(ResultReady(split[0], split[1], key, _event_time(record)))
+        # One key may read two ways with the classic CSV key: each reading, matched later.
+        for stem, kind in naming.finals(key):
+            found.append(ResultReady(stem, kind, key, _event_time(record)))
     return found
 
 
@@ -84,6 +90,7 @@ class ResultQueue:
         self._name = settings.result_queue or ""
         self._bucket = settings.output_bucket
         self._prefix = node_prefix(settings.key_prefix, settings.node_id)
+        self._naming = settings.naming
         self._url: str | None = self._name if "://" in self._name else None
 
     async def _queue_url(self) -> str:
@@ -100,7 +107,7 @@ class ResultQueue:
         messages = response.get("Messages", [])
         found: list[ResultReady] = []
         for message in messages:
-            found += results_in(message.get("Body", ""), self._bucket, self._prefix)
+            found += results_in(message.get("Body", ""), self._bucket, self._prefix, self._naming)
         return Received(found, [m["ReceiptHandle"] for m in messages])
 
     async def delete(self, receipts: list[str]) -> None:

@@ -346,7 +346,7 @@ class WatcherService:
                 self.metrics.result_notifications.inc(len(received.results))
                 for ready in received.results:
                     if sub := self.pipeline.match(ready):
-                        group.create_task(self._collect_one(sub, ready))
+                        group.create_task(self._collect_notified(sub, ready))
                     else:  # not awaited yet, or already collected (a duplicate): kept a while
                         self._keep_early(ready)
                 try:
@@ -373,7 +373,29 @@ class WatcherService:
         if matched:
             async with asyncio.TaskGroup() as group:
                 for sub, ready in matched:
-                    group.create_task(self._collect_one(sub, ready))
+                    group.create_task(self._collect_notified(sub, ready))
+
+    async def _collect_notified(self, sub: Submission, ready: ResultReady) -> None:
+        """List the notified result's folder (its sizes, and that it is there), then collect.
+
+        Anything amiss (not listed, S3 trouble) leaves the submission awaited: the LIST
+        backstop, or a later notification, delivers it.
+        """
+        self._collecting += 1
+        try:
+            folder = ready.stem.rsplit("/", 1)[0] + "/"
+            try:
+                listed = await self.pipeline.poller.poll_once("", folder=folder)
+            except Exception as error:
+                log.warning("result_queue.listing_failed", key=ready.key, error=str(error))
+                return
+            for found in listed:
+                if (found.key, found.kind) == (ready.key, ready.kind):
+                    await self._collect_one(sub, found)
+                    return
+            log.info("result_queue.not_listed", key=ready.key)
+        finally:
+            self._collecting -= 1
 
     async def _check_deadlines(self) -> None:
         try:

@@ -6,8 +6,8 @@ the watcher within milliseconds, where the LIST poll waits for its next tick. Th
 stays as the backstop (a lost or late notification, a queue that is down): notifications only
 make results earlier, never decide them. A notification is a hint, not a fact: its key must be
 a final result under this node's prefix and belong to an awaited submission; the watcher then
-lists that submission's folder (sizes for the fetch budget, and proof the file is there) and
-fetches the result as any listed one. The SAM template and local provisioning notify on the
+fetches it with no listing, each file up to its size limit (a result over a limit, or not there,
+is left to the backstop's listing). The SAM template and local provisioning notify on the
 default CSV key (`{stem}.csv`); with another HYBRID_CSV_KEY the CSV comes through the backstop.
 """
 

@@ -13,9 +13,10 @@ import asyncio
 import signal
 import time
 from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
 from pathlib import Path
 
-from hybrid_common.keys import node_prefix
+from hybrid_common.keys import ResultKind, node_prefix
 from hybrid_common.logs import get_logger
 from watcher.clients import aws_clients
 from watcher.intake import Intake
@@ -376,26 +377,23 @@ class WatcherService:
                     group.create_task(self._collect_notified(sub, ready))
 
     async def _collect_notified(self, sub: Submission, ready: ResultReady) -> None:
-        """List the notified result's folder (its sizes, and that it is there), then collect.
+        """Collect a notified result without listing: its files are fetched at the limits.
 
-        Anything amiss (not listed, S3 trouble) leaves the submission awaited: the LIST
-        backstop, or a later notification, delivers it.
+        A notification says nothing the watcher may trust about sizes, so each file is fetched
+        up to its limit (result_max_bytes, result_json_max_bytes: the shared fetch budget
+        holds that much meanwhile) and a missing companion is a 404. A result over a limit, or
+        not there at all, fails this fetch only: the submission stays awaited and the LIST
+        backstop, with the listed sizes, decides it.
         """
-        self._collecting += 1
-        try:
-            folder = ready.stem.rsplit("/", 1)[0] + "/"
-            try:
-                listed = await self.pipeline.poller.poll_once("", folder=folder)
-            except Exception as error:
-                log.warning("result_queue.listing_failed", key=ready.key, error=str(error))
-                return
-            for found in listed:
-                if (found.key, found.kind) == (ready.key, ready.kind):
-                    await self._collect_one(sub, found)
-                    return
-            log.info("result_queue.not_listed", key=ready.key)
-        finally:
-            self._collecting -= 1
+        s = self.settings
+        final_limit = (
+            s.result_json_max_bytes if ready.kind is ResultKind.ERROR else s.result_max_bytes
+        )
+        at_limits = replace(
+            ready, size=final_limit, details_size=s.result_json_max_bytes,
+            faces_size=s.result_max_bytes,
+        )  # fmt: skip
+        await self._collect_one(sub, at_limits)
 
     async def _check_deadlines(self) -> None:
         try:

@@ -102,9 +102,9 @@ def test_results_arrive_through_the_queue_long_before_the_list_tick(
     assert received_at - function.csv_written_at[key] < 3.0  # the LIST tick: 30 s
     assert (daemon.failed / "broken.error.json").exists()
     assert metric(port, "hybrid_watcher_result_notifications_total") >= 2
-    # One listing of its own folder per notified result; the backstop's tick is 30 s away.
+    # No listing at all: notified results are fetched directly; the backstop's tick is 30 s away.
     listings = 'hybrid_watcher_cloud_requests_total{operation="ListObjectsV2",service="s3"}'
-    assert metric(port, re.escape(listings)) <= 2
+    assert metric(port, re.escape(listings)) == 0
 
 
 def test_a_missing_queue_leaves_list_polling_to_deliver(

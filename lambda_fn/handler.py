@@ -403,7 +403,7 @@ def get_runtime() -> Runtime:
     """The container's runtime, built on first use from the environment (HYBRID_*)."""
     settings = FunctionSettings()
     configure_logging(settings.log_level, json=True)
-    return Runtime(settings, RecognitionOptions())
+    return Runtime(settings, settings.recognition)
 
 
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from hybrid_common.logs import get_logger
 from hybrid_common.results import ErrorDoc, PersonRow, render_csv
 from watcher.journal import OPEN, AsyncJournal, State, Submission, new_submission_id
 from watcher.metrics import Metrics
+from watcher.rerun import replace_results
 from watcher.results import (
     CsvSummary,
     ResultFiles,
@@ -149,9 +150,10 @@ class Pipeline:
         submission_id = new_submission_id()
         staged = self.staging.processing_path(submission_id, relative)
         key = submission_key(self.settings, submission_id, path.name)
+        replaces = await self.journal.rerun_of(str(path))  # put there by `retry --done`
         sub = await self.journal.create(
             submission_id=submission_id, original_name=relative, source_path=str(path),
-            staged_path=str(staged), key=key, size=st.st_size,
+            staged_path=str(staged), key=key, size=st.st_size, replaces=replaces,
         )  # fmt: skip
         self._crash_point("discovered")
         staged_sub = await self._stage(sub)
@@ -225,7 +227,9 @@ class Pipeline:
                 except FileNotFoundError:
                     await self.fail(sub, "intake", "vanished", f"{staged} disappeared")
                     return
-            if sub.state is State.DISCOVERED and self.settings.on_duplicate == "reuse":
+            # A re-run asks for a new answer: never the journal's old one.
+            reuse = self.settings.on_duplicate == "reuse" and sub.replaces is None
+            if sub.state is State.DISCOVERED and reuse:
                 earlier = await self.journal.done_with_sha256(sha256, sub.id)
                 if earlier is not None and await self._reuse(sub, earlier, sha256):
                     return
@@ -516,9 +520,15 @@ class Pipeline:
         folder = self.staging.done if state is State.DONE else self.staging.failed
         # One at a time: the free name claimed here must still be free when the group moves.
         async with self._finish_lock:
-            final = await asyncio.to_thread(
-                self.staging.claim_group_name, folder, sub.original_name
-            )
+            final = None
+            if state is State.DONE and sub.replaces is not None:
+                final = await self._replacement_target(sub)
+                if final is not None:
+                    result = {**(result or {}), "replaces": sub.replaces}
+            if final is None:
+                final = await asyncio.to_thread(
+                    self.staging.claim_group_name, folder, sub.original_name
+                )
             sub = await self.journal.transition(
                 sub.id, state, final_path=str(final), result=result, error=error, event=event,
                 **fields,
@@ -534,6 +544,15 @@ class Pipeline:
         """
         assert sub.final_path is not None  # noqa: S101 -- concluded rows have one
         staged, final = Path(sub.staged_path), Path(sub.final_path)
+        replaced = (sub.result or {}).get("replaces")
+        if replaced is not None:
+            await asyncio.to_thread(replace_results, self.staging, staged, final)
+            await self.journal.record(str(replaced), "result.replaced", {"by": sub.id})
+            self._crash_point("moved")
+            self._announce(sub)
+            sub = await self.journal.update(sub.id, delivered=True)
+            self.staging.release(final)  # held by recovery, like any concluded group's name
+            return sub
         for attempt in range(1, MAX_RENAMES + 1):
             try:
                 await asyncio.to_thread(self.staging.move_group, staged, final)
@@ -557,6 +576,28 @@ class Pipeline:
         self.staging.release(final)  # the group's files hold its name from now on
         return sub
 
+    async def _replacement_target(self, sub: Submission) -> Path | None:
+        """The done/ video a re-run's result goes beside, if it still is the video processed."""
+        try:
+            old = await self.journal.get(sub.replaces or "")
+        except KeyError:
+            old = None  # pruned meanwhile
+        video = Path(old.final_path) if old is not None and old.final_path else None
+        if old is None or video is None or old.state is not State.DONE or not sub.sha256:
+            return None
+
+        def same_video() -> bool:
+            try:
+                return sha256_of(video)[0] == sub.sha256
+            except OSError:
+                return False
+
+        if not await asyncio.to_thread(same_video):
+            log.warning("rerun.not_replacing", submission=sub.id, replaces=sub.replaces,
+                        path=str(video), reason="the done/ video is gone or changed")  # fmt: skip
+            return None
+        return video
+
     def _announce(self, sub: Submission) -> None:
         result = sub.result or {}
         fields: dict[str, Any] = {
@@ -569,6 +610,7 @@ class Pipeline:
             log.info(
                 "result.received", **fields, people=result.get("people", []),
                 timings=result.get("timings"), reused_from=result.get("reused_from"),
+                replaces=result.get("replaces"),
             )  # fmt: skip
         elif sub.state is State.TIMED_OUT:
             self.metrics.results.labels(outcome="timed_out").inc()

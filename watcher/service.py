@@ -10,6 +10,7 @@ A second SIGINT skips the grace period.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from contextlib import AsyncExitStack, suppress
@@ -19,13 +20,16 @@ from pathlib import Path
 from hybrid_common.keys import ResultKind, node_prefix
 from hybrid_common.logs import get_logger
 from watcher.clients import aws_clients
+from watcher.daemon_state import HEARTBEAT_S, package_version, state_path, write_state
 from watcher.intake import Intake
 from watcher.journal import OPEN, AsyncJournal, State, Submission
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import Pipeline, make_invoke
+from watcher.progress import UploadProgress
 from watcher.result_queue import ResultQueue
 from watcher.results import ResultPoller, ResultReady
+from watcher.results_page import REFRESH_S, ResultsPage
 from watcher.retry import RETRY_OBSERVER
 from watcher.settings import WatcherSettings
 from watcher.staging import Staging
@@ -77,6 +81,10 @@ class WatcherService:
         self._stack = AsyncExitStack()
         self._pipeline: Pipeline | None = None
         self._intake: Intake | None = None
+        self.progress = UploadProgress()
+        self._started_at = time.time()
+        self._state_path = state_path(self.staging.root)
+        self.results_page = ResultsPage(self.staging.root, settings.journal_path)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -121,7 +129,7 @@ class WatcherService:
         clients = await self._stack.enter_async_context(
             aws_clients(s, lambda service, op: self.metrics.requests.labels(service, op).inc())
         )
-        uploader = Uploader(clients.s3, s)
+        uploader = Uploader(clients.s3, s, self.progress)
         if clients.sqs is not None:
             self._result_queue = ResultQueue(clients.sqs, s)
         self._pipeline = Pipeline(
@@ -152,6 +160,7 @@ class WatcherService:
             awaiting=len(self.pipeline.awaiting),
         )  # fmt: skip
         self.notifier.ready(self._status_line())
+        await self._write_state()
 
     async def main_loop(self) -> None:
         assert self._intake is not None  # noqa: S101 -- startup() sets it
@@ -161,6 +170,8 @@ class WatcherService:
                 group.create_task(self._poll_loop(), name="poller"),
                 group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 group.create_task(self._watchdog_loop(), name="watchdog"),
+                group.create_task(self._heartbeat_loop(), name="heartbeat"),
+                group.create_task(self._results_page_loop(), name="results-page"),
             ]
             if self._result_queue is not None:
                 tasks.append(group.create_task(self._queue_loop(), name="result-queue"))
@@ -182,6 +193,10 @@ class WatcherService:
             log.info("service.stopped", unfinished=len(open_subs), **counts)
         await self._stack.aclose()
         await self.journal.close()
+        with suppress(Exception):  # the results delivered while draining
+            await asyncio.to_thread(self.results_page.refresh)
+        with suppress(Exception):  # `status` then says "not running (stopped at …)"
+            await self._write_state(stopped=True)
 
     async def _stop_when_asked(self, tasks: list[asyncio.Task[None]]) -> None:
         """On the first signal: stop intake, drain up to the grace period, cancel the rest."""
@@ -457,6 +472,40 @@ class WatcherService:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _heartbeat_loop(self) -> None:
+        """The status file, every second: liveness and upload progress for `status`."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._write_state()
+            except OSError as error:  # a full disk must not stop the daemon
+                log.warning("heartbeat.write_failed", error=str(error))
+
+    async def _results_page_loop(self) -> None:
+        """Keep index.html in step with deliveries: at most one render per tick however many
+        results arrived (the page renders only when the journal changed)."""
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.results_page.refresh)
+            except Exception as error:  # a full disk, an odd details file: next tick
+                log.warning("results_page.failed", error=str(error))
+            # A huge journal renders slowly (10,000 results: ~1-2 s): rendering then takes at
+            # most a fifth of the time, whatever the rate of deliveries.
+            await asyncio.sleep(max(REFRESH_S, 4 * (time.monotonic() - started)))
+
+    async def _write_state(self, *, stopped: bool = False) -> None:
+        s = self.settings
+        doc = {
+            "pid": os.getpid(), "version": package_version(), "node": s.node_id,
+            "started_at": self._started_at, "heartbeat_at": time.time(),
+            "heartbeat_interval_s": HEARTBEAT_S, "stopped": stopped,
+            "input_bucket": s.input_bucket, "output_bucket": s.output_bucket,
+            "trigger_mode": s.trigger_mode, "staging_root": str(self.staging.root),
+            "status": self._status_line(), "uploads": self.progress.snapshot(),
+        }  # fmt: skip
+        await asyncio.to_thread(write_state, self._state_path, doc)
 
     def _status_line(self) -> str:
         waiting = self._intake.waiting if self._intake is not None else 0

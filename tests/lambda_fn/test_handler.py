@@ -664,7 +664,8 @@ def test_messages_handed_back_are_counted(
 ) -> None:
     event, _ = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-emf-late/a.mp4"))
     capsys.readouterr()
-    runtime.handle(event, Context(remaining_ms=5_000))
+    # 300 s when the invocation starts, 5 s when the message comes up: handed back.
+    runtime.handle(event, LateContext(remaining_ms=5_000, started_ms=300_000))
     (doc,) = emf_documents(capsys.readouterr().out)
     assert emf_value(doc, "MessagesHandedBack") == 1.0
 

@@ -44,6 +44,7 @@ local-cloud: install var/known_faces.json
 	  --known-faces var/known_faces.json $(STUDENTS_ARG)
 
 lint: install
+	$(UV) lock --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint lambda_fn/Dockerfile watcher/Dockerfile
@@ -70,14 +71,17 @@ publish:
 	scripts/publish.sh
 
 # Each benchmark prints ours beside its baseline: recognition vs the classic implementation,
-# upload vs rclone and boto3, the daemon's intake (no baseline: its targets), and the
-# end-to-end workload (local pipeline vs the classic approach, sequential). ~2-3 min here.
+# upload vs rclone, s5cmd and boto3, the daemon's intake (no baseline: its targets), the
+# end-to-end workload (local pipeline vs the classic approach, sequential), and drop → result
+# latency with the result queue vs LIST polling only (singles, then a burst of 100).
+# ~10 min here.
 bench: install
 	$(RUN) python bench/recognition.py
 	$(RUN) python bench/upload.py --quick
 	$(RUN) python bench/intake.py --files 1000,10000
 	$(RUN) python bench/workload.py
 	$(RUN) python bench/accuracy.py
+	$(RUN) python bench/latency.py --rounds 2 --burst 100
 
 # Known vulnerabilities in the locked versions (uv.lock, every extra and the dev group):
 # pip-audit --strict against OSV or PyPI's per-release API, whichever answers; where neither does

@@ -74,12 +74,12 @@ class Stack:
                 subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
             )
 
-    def start(self, known_faces: Path) -> dict[str, str]:
+    def start(self, known_faces: Path, cloud_args: list[str] | None = None) -> dict[str, str]:
         self._start(
             "local-cloud",
             [sys.executable, "-m", "local_stack", "cloud", "--port", "0",
              "--state-dir", str(self.work), "--known-faces", str(known_faces),
-             "--students", str(COURSE / "student_data.json")],
+             "--students", str(COURSE / "student_data.json"), *(cloud_args or [])],
             self.env,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -90,7 +90,8 @@ class Stack:
         env = {**self.env, **read_env_file(self.work / ENV_FILE)}
         self._start(
             "serve-local",
-            [sys.executable, "-m", "local_stack", "serve",
+            # A free port for the Invoke API: a demo or another bench may hold the default.
+            [sys.executable, "-m", "local_stack", "serve", "--invoke-port", "0",
              "--cloud-state", str(self.work / STATE_FILE)],
             env,
         )  # fmt: skip

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hybrid_common.keys import node_prefix
 from hybrid_common.logs import get_logger
 from hybrid_common.students import load_students, read_students
-from local_stack.provision import Resources, make_clients, provision
+from local_stack.provision import Resources, make_clients, provision, result_queue_name
 from watcher.settings import WatcherSettings
 
 log = get_logger(__name__)
@@ -34,6 +35,7 @@ class LocalCloudOptions:
     students_file: Path | None = None
     known_faces_file: Path | None = None
     function_timeout_s: int = 900
+    result_queue: bool = True  # a result queue for settings.node_id (HYBRID_RESULT_QUEUE)
 
 
 def _check_loopback(host: str) -> None:
@@ -53,6 +55,7 @@ def write_state(state_dir: Path, resources: Resources) -> Path:
         "HYBRID_TABLE": resources.table,
         "HYBRID_QUEUE": resources.queue,
         "HYBRID_KNOWN_FACES": resources.known_faces_uri,
+        "HYBRID_RESULT_QUEUE": resources.result_queue_url,
     }
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items() if value]
     # The JSON last: readers wait for it, then read both (the .env must already be there).
@@ -129,6 +132,11 @@ def start_and_provision(
                 output_bucket=settings.output_bucket,
                 table=settings.table,
                 queue=settings.queue,
+                # This node's result notifications (the watcher long-polls them).
+                result_queue=result_queue_name(settings.queue, settings.node_id)
+                if options.result_queue
+                else "",
+                result_prefix=node_prefix(settings.key_prefix, settings.node_id),
             ),
             function_timeout_s=options.function_timeout_s,
             known_faces=known,

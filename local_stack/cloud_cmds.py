@@ -57,6 +57,13 @@ def add_local_cloud_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("var"),
         help="where local-cloud.json and local-cloud.env are written",
     )
+    parser.add_argument(
+        "--no-result-queue",
+        dest="result_queue",
+        action="store_false",
+        help="no result notifications for this node: the watcher only polls (the benchmark's "
+        "baseline)",
+    )
     _add_resource_files(parser)
 
 
@@ -70,6 +77,7 @@ def cmd_local_cloud(args: argparse.Namespace) -> int:
         students_file=args.students,
         known_faces_file=args.known_faces,
         function_timeout_s=args.function_timeout,
+        result_queue=args.result_queue,
     )
     try:
         return run_local_cloud(settings, options)

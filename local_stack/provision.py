@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from hybrid_common.keys import ResultKind
 from hybrid_common.logs import get_logger
 from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, s3_filter_rules
 
@@ -49,6 +50,10 @@ class Resources:
     queue_arn: str = ""
     dead_letter_queue_url: str = ""
     known_faces_uri: str = ""
+    # A node's result queue: the output bucket notifies it of final results under result_prefix.
+    result_queue: str = ""
+    result_prefix: str = ""
+    result_queue_url: str = ""
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
@@ -156,6 +161,44 @@ def ensure_notification(s3: S3Client, bucket: str, queue_arn: str) -> None:
     )
 
 
+# The files that mean "finished" (watcher.results.FINAL_KINDS): the only ones notified.
+RESULT_NOTIFY_SUFFIXES = (ResultKind.CSV.value, ResultKind.ERROR.value)
+
+
+def result_queue_name(base: str, node_id: str) -> str:
+    """A node's result queue name: SQS allows 80 characters of [A-Za-z0-9_-]."""
+    node = "".join(c if c.isalnum() or c in "-_" else "-" for c in node_id)
+    return f"{base}-results-{node}"[:80]
+
+
+def ensure_result_notification(s3: S3Client, bucket: str, prefix: str, queue_arn: str) -> None:
+    """Output bucket → the node's queue on final results under `prefix`; other nodes'
+    configurations (other prefixes) are kept. `.error.json` ends in `.json` as the details
+    file does, so the suffix rule is the whole `.error.json`."""
+    current: Any = s3.get_bucket_notification_configuration(Bucket=bucket)
+    mine = [
+        {
+            "Id": f"results-{prefix.strip('/').replace('/', '-')}{suffix.replace('.', '-')}",
+            "QueueArn": queue_arn,
+            "Events": ["s3:ObjectCreated:*"],
+            "Filter": {
+                "Key": {
+                    "FilterRules": [
+                        {"Name": "prefix", "Value": prefix},
+                        {"Name": "suffix", "Value": suffix},
+                    ]
+                }
+            },
+        }
+        for suffix in RESULT_NOTIFY_SUFFIXES
+    ]
+    ids = {config["Id"] for config in mine}
+    others = [c for c in current.get("QueueConfigurations", []) if c.get("Id") not in ids]
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": others + mine}
+    )
+
+
 def provision(
     clients: Clients,
     resources: Resources,
@@ -182,6 +225,16 @@ def provision(
         },
     )
     ensure_notification(clients.s3, resources.input_bucket, queue_arn)
+    result_queue_url = ""
+    if resources.result_queue:
+        # Read within seconds of arriving; kept a day in case the watcher is down (the LIST
+        # backstop finds those results anyway).
+        result_queue_url, result_queue_arn = ensure_queue(
+            clients.sqs, resources.result_queue, {"MessageRetentionPeriod": "86400"}
+        )
+        ensure_result_notification(
+            clients.s3, resources.output_bucket, resources.result_prefix, result_queue_arn
+        )
     known_faces_uri = resources.known_faces_uri
     if known_faces is not None:
         clients.s3.put_object(
@@ -210,4 +263,7 @@ def provision(
         queue_arn=queue_arn,
         dead_letter_queue_url=dlq_url,
         known_faces_uri=known_faces_uri,
+        result_queue=resources.result_queue,
+        result_prefix=resources.result_prefix,
+        result_queue_url=result_queue_url,
     )

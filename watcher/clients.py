@@ -7,7 +7,7 @@ instead of botocore's attempts multiplying ours.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from watcher.settings import WatcherSettings
 if TYPE_CHECKING:
     from types_aiobotocore_lambda import LambdaClient
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sqs import SQSClient
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Clients:
 
     s3: S3Client
     lambda_: LambdaClient
+    sqs: SQSClient | None  # only with a result queue configured
 
 
 def client_config(settings: WatcherSettings) -> AioConfig:
@@ -59,9 +61,23 @@ def client_config(settings: WatcherSettings) -> AioConfig:
 
 
 @asynccontextmanager
-async def aws_clients(settings: WatcherSettings) -> AsyncIterator[Clients]:
-    """Open the S3 and Lambda clients; close both (and their connection pools) on exit."""
+async def aws_clients(
+    settings: WatcherSettings, on_request: Callable[[str, str], None] | None = None
+) -> AsyncIterator[Clients]:
+    """Open the S3 and Lambda clients (and SQS's for a result queue); close them on exit.
+
+    `on_request(service, operation)` is told of every API call made, before it is sent.
+    """
     session = get_session()
+    if on_request is not None:
+        count = on_request
+
+        def before_call(event_name: str, **_: object) -> None:
+            # "before-call.<service>.<Operation>"
+            _event, service, operation = event_name.split(".", 2)
+            count(service, operation)
+
+        session.register("before-call", before_call)
     config = client_config(settings)
     async with AsyncExitStack() as stack:
         s3 = await stack.enter_async_context(
@@ -72,4 +88,9 @@ async def aws_clients(settings: WatcherSettings) -> AsyncIterator[Clients]:
         lambda_ = await stack.enter_async_context(
             session.create_client("lambda", endpoint_url=lambda_endpoint, config=config)
         )
-        yield Clients(s3=s3, lambda_=lambda_)
+        sqs = None
+        if settings.result_queue:
+            sqs = await stack.enter_async_context(
+                session.create_client("sqs", endpoint_url=settings.endpoint_url, config=config)
+            )
+        yield Clients(s3=s3, lambda_=lambda_, sqs=sqs)

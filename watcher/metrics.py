@@ -84,6 +84,17 @@ class Metrics:
         self.rejected = Counter(
             f"{PREFIX}rejected_files", "Inbox entries rejected", ["reason"], registry=r
         )
+        self.requests = Counter(
+            f"{PREFIX}cloud_requests",
+            "Cloud API calls made (each retry counts), by service and operation",
+            ["service", "operation"],
+            registry=r,
+        )
+        self.result_notifications = Counter(
+            f"{PREFIX}result_notifications",
+            "Final results named by the result queue (duplicates and early ones included)",
+            registry=r,
+        )
         self.result_latency = Histogram(
             f"{PREFIX}result_latency_seconds",
             "From the file's discovery to its result",

@@ -320,6 +320,10 @@ class Pipeline:
         found = await self.poller.poll_once(start)
         return [(sub, ready) for ready in found if (sub := self._awaited.match(ready))]
 
+    def match(self, ready: ResultReady) -> Submission | None:
+        """The awaited submission a result named by a notification belongs to, if any."""
+        return self._awaited.match(ready)
+
     async def collect(self, sub: Submission, ready: ResultReady) -> None:
         """Fetch a result, stage its files beside the video, conclude done or failed."""
         with structlog.contextvars.bound_contextvars(submission=sub.id):

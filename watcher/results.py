@@ -152,19 +152,26 @@ class ResultPoller:
         """
         return f"{self._prefix}{submission_id}/"
 
-    async def poll_once(self, start_after: str) -> list[ResultReady]:
+    async def poll_once(self, start_after: str, folder: str | None = None) -> list[ResultReady]:
         """Final results under this node's prefix with keys after `start_after`, in key order.
 
+        `folder` (a submission's folder, under this node's prefix) lists that folder only: what
+        a notified result needs, its own and its companions' sizes, for one small listing.
         Transient errors are retried briefly, then raised: the caller logs and tries again at
         its next tick.
         """
+        prefix = self._prefix
+        if folder is not None:
+            if not folder.startswith(self._prefix) or not folder.endswith("/"):
+                raise ValueError(f"{folder!r} is not a folder under {self._prefix!r}")
+            prefix = folder
         budget = self._budget()
         listed: list[tuple[str, int, datetime]] = []
         token: str | None = None
         while True:
             args: dict[str, Any] = {
                 "Bucket": self._bucket,
-                "Prefix": self._prefix,
+                "Prefix": prefix,
                 "MaxKeys": self._settings.poll_page_size,
             }
             if token:

@@ -14,9 +14,10 @@ import os
 import signal
 import time
 from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
 from pathlib import Path
 
-from hybrid_common.keys import node_prefix
+from hybrid_common.keys import ResultKind, node_prefix
 from hybrid_common.logs import get_logger
 from watcher.clients import aws_clients
 from watcher.daemon_state import HEARTBEAT_S, package_version, state_path, write_state
@@ -26,6 +27,7 @@ from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import Pipeline, make_invoke
 from watcher.progress import UploadProgress
+from watcher.result_queue import ResultQueue
 from watcher.results import ResultPoller, ResultReady
 from watcher.results_page import REFRESH_S, ResultsPage
 from watcher.retry import RETRY_OBSERVER
@@ -42,6 +44,12 @@ RETENTION_EVERY_S = 3600.0
 FETCH_CONCURRENCY = 8
 # Admitted files that may wait for an upload worker before the intake pauses.
 BACKLOG_PER_WORKER = 4
+# A notification can beat the submission into `awaiting` (a fast function, a slow journal
+# write): it is kept this long, for this many results at most, and matched when an upload ends.
+EARLY_KEEP_S = 120.0
+EARLY_MAX = 1024
+# After a failed receive the queue is retried after 1 s, doubling up to this.
+QUEUE_RETRY_MAX_S = 30.0
 
 
 class WatcherService:
@@ -64,7 +72,12 @@ class WatcherService:
         self._backlog = asyncio.Condition()
         self._busy = 0  # upload workers inside a submission
         self._polling = False
+        self._collecting = 0  # results being fetched outside a poll tick (queue, early)
         self._poll_wake = asyncio.Event()
+        self._fetch_limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        self._result_queue: ResultQueue | None = None
+        self._queue_answers = False  # the last receive worked: LIST only as the backstop
+        self._early: dict[str, tuple[float, ResultReady]] = {}
         self._stack = AsyncExitStack()
         self._pipeline: Pipeline | None = None
         self._intake: Intake | None = None
@@ -113,8 +126,12 @@ class WatcherService:
         await self.journal.open()
         self._stack.callback(self.metrics.close)
         RETRY_OBSERVER.set(self.metrics.retried)  # inherited by the tasks started below
-        clients = await self._stack.enter_async_context(aws_clients(s))
+        clients = await self._stack.enter_async_context(
+            aws_clients(s, lambda service, op: self.metrics.requests.labels(service, op).inc())
+        )
         uploader = Uploader(clients.s3, s, self.progress)
+        if clients.sqs is not None:
+            self._result_queue = ResultQueue(clients.sqs, s)
         self._pipeline = Pipeline(
             s, self.journal, self.staging, self.metrics, uploader,
             ResultPoller(clients.s3, s), make_invoke(clients.lambda_, s),
@@ -156,6 +173,8 @@ class WatcherService:
                 group.create_task(self._heartbeat_loop(), name="heartbeat"),
                 group.create_task(self._results_page_loop(), name="results-page"),
             ]
+            if self._result_queue is not None:
+                tasks.append(group.create_task(self._queue_loop(), name="result-queue"))
             tasks += [
                 group.create_task(self._upload_worker(), name=f"upload-{n}")
                 for n in range(self.settings.upload_concurrency)
@@ -186,13 +205,13 @@ class WatcherService:
         self.notifier.stopping(f"draining {self._busy} upload(s)")
         grace = self.settings.shutdown_grace_s
         deadline = time.monotonic() + grace
-        while (self._busy or self._polling) and not self.force_exit:
+        while (self._busy or self._polling or self._collecting) and not self.force_exit:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._force.wait(), timeout=min(left, 0.05))
-        if self._busy or self._polling:
+        if self._busy or self._polling or self._collecting:
             log.warning("shutdown.cancelling", uploads_in_flight=self._busy,
                         grace_s=grace, forced=self.force_exit)  # fmt: skip
         else:
@@ -248,13 +267,14 @@ class WatcherService:
         """
         s = self.settings
         loop = asyncio.get_running_loop()
-        period = s.poll_interval_s
+        period = self._poll_period()
         next_tick = loop.time() + period
         while not self.should_exit:
             if not self.pipeline.awaiting_count:
                 await self._poll_wake.wait()
                 self._poll_wake.clear()
-                period = s.poll_interval_s
+                await self._collect_early()
+                period = self._poll_period()
                 next_tick = loop.time() + period
                 continue
             with suppress(TimeoutError):
@@ -262,9 +282,15 @@ class WatcherService:
                     self._poll_wake.wait(), timeout=max(0.0, next_tick - loop.time())
                 )
                 self._poll_wake.clear()
-                continue  # an upload finished: keep the grid, re-check what is awaited
+                # An upload finished (its result may already have been notified), or the
+                # queue stopped answering (the backstop's long period must not hold).
+                await self._collect_early()
+                period = self._poll_period()
+                next_tick = min(next_tick, loop.time() + period)
+                continue
             listed = await self._poll_tick()
-            period = s.poll_interval_s if listed else min(period * 2, s.poll_max_interval_s)
+            base = self._poll_period()
+            period = base if listed else min(max(period, base) * 2, s.poll_max_interval_s)
             next_tick += period
             now = loop.time()
             if next_tick <= now:  # the tick overran: skip the missed ticks, keep the grid
@@ -281,19 +307,102 @@ class WatcherService:
                 log.warning("results.poll_failed", error=str(error))
                 await self._check_deadlines()  # deadlines hold without S3 too
                 return False
-            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-            async def collect_one(sub: Submission, ready: ResultReady) -> None:
-                async with limit:
-                    await pipeline.collect(sub, ready)
-
             async with asyncio.TaskGroup() as group:
                 for sub, ready in found:
-                    group.create_task(collect_one(sub, ready))
+                    group.create_task(self._collect_one(sub, ready))
             await self._check_deadlines()
         finally:
             self._polling = False
         return True
+
+    def _poll_period(self) -> float:
+        """LIST every poll_interval_s, or only as the backstop while the queue answers."""
+        s = self.settings
+        return s.result_backstop_interval_s if self._queue_answers else s.poll_interval_s
+
+    async def _collect_one(self, sub: Submission, ready: ResultReady) -> None:
+        self._collecting += 1
+        try:
+            async with self._fetch_limit:
+                await self.pipeline.collect(sub, ready)
+        finally:
+            self._collecting -= 1
+
+    async def _queue_loop(self) -> None:
+        """Long-poll the result queue; collect what it names as soon as it is named.
+
+        A failing queue (missing, denied, unreachable) is logged once per outage and retried
+        with a growing delay, and the LIST poll goes back to poll_interval_s meanwhile.
+        """
+        assert self._result_queue is not None  # noqa: S101 -- main_loop starts this only then
+        queue = self._result_queue
+        retry_s = 1.0
+        async with asyncio.TaskGroup() as group:
+            while not self.should_exit:
+                try:
+                    received = await queue.receive()
+                except Exception as error:
+                    if self._queue_answers or retry_s == 1.0:
+                        log.warning("result_queue.unavailable", error=str(error), retry_s=retry_s)
+                    self._queue_answers = False
+                    self._poll_wake.set()
+                    await asyncio.sleep(retry_s)
+                    retry_s = min(retry_s * 2, QUEUE_RETRY_MAX_S)
+                    continue
+                if not self._queue_answers:
+                    log.info("result_queue.answering")
+                    self._queue_answers = True
+                retry_s = 1.0
+                self.metrics.result_notifications.inc(len(received.results))
+                for ready in received.results:
+                    if sub := self.pipeline.match(ready):
+                        group.create_task(self._collect_notified(sub, ready))
+                    else:  # not awaited yet, or already collected (a duplicate): kept a while
+                        self._keep_early(ready)
+                try:
+                    await queue.delete(received.receipts)
+                except Exception as error:  # redelivered later: duplicates are harmless
+                    log.warning("result_queue.delete_failed", error=str(error))
+
+    def _keep_early(self, ready: ResultReady) -> None:
+        now = time.monotonic()
+        self._early.pop(ready.stem, None)
+        self._early[ready.stem] = (now, ready)
+        for stem, (seen, _) in list(self._early.items()):
+            if len(self._early) <= EARLY_MAX and now - seen < EARLY_KEEP_S:
+                break  # oldest first: the rest are younger
+            del self._early[stem]
+
+    async def _collect_early(self) -> None:
+        """Collect notified results whose submissions have started being awaited since."""
+        matched = []
+        for stem, (_, ready) in list(self._early.items()):
+            if sub := self.pipeline.match(ready):
+                del self._early[stem]
+                matched.append((sub, ready))
+        if matched:
+            async with asyncio.TaskGroup() as group:
+                for sub, ready in matched:
+                    group.create_task(self._collect_notified(sub, ready))
+
+    async def _collect_notified(self, sub: Submission, ready: ResultReady) -> None:
+        """Collect a notified result without listing: its files are fetched at the limits.
+
+        A notification says nothing the watcher may trust about sizes, so each file is fetched
+        up to its limit (result_max_bytes, result_json_max_bytes: the shared fetch budget
+        holds that much meanwhile) and a missing companion is a 404. A result over a limit, or
+        not there at all, fails this fetch only: the submission stays awaited and the LIST
+        backstop, with the listed sizes, decides it.
+        """
+        s = self.settings
+        final_limit = (
+            s.result_json_max_bytes if ready.kind is ResultKind.ERROR else s.result_max_bytes
+        )
+        at_limits = replace(
+            ready, size=final_limit, details_size=s.result_json_max_bytes,
+            faces_size=s.result_max_bytes,
+        )  # fmt: skip
+        await self._collect_one(sub, at_limits)
 
     async def _check_deadlines(self) -> None:
         try:

@@ -188,6 +188,18 @@ class WatcherSettings(BaseSettings):
     poll_interval_s: float = Field(default=2.0, gt=0.0)
     poll_max_interval_s: float = Field(default=30.0, gt=0.0)
     poll_page_size: int = Field(default=1000, ge=1, le=1000)
+    result_queue: str | None = Field(
+        default=None,
+        description="SQS queue (name or URL) the output bucket notifies when this node's "
+        "results are written: results arrive as soon as they exist, and the LIST poll slows "
+        "to result_backstop_interval_s while the queue answers. Unset: LIST polling only.",
+    )
+    result_backstop_interval_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="LIST poll period while the result queue answers (a lost notification "
+        "waits at most this long).",
+    )
     result_max_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,

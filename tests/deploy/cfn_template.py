@@ -21,6 +21,7 @@ SAM_TEMPLATE = REPO / "deploy" / "aws" / "template.yaml"
 ACCOUNT = "123456789012"  # moto's default account, also used for static resolution
 REGION = "us-east-1"
 PARTITION = "aws"
+RESULT_QUEUE = "hybridsphere-test-ResultEventsQueue-1A2B3C"  # as CloudFormation would name it
 
 _SCALAR_FUNCTIONS = {"Ref": "Ref", "Condition": "Condition"}
 _FUNCTIONS = [
@@ -218,6 +219,9 @@ def static_names(template: Mapping[str, Any], parameters: Mapping[str, str]) -> 
             "InputEventsQueuePolicy": "queue-policy-id",
             "InputEventsQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{p}-input-events",
             "AlarmTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{p}-alarms",
+            # Unnamed in the template: CloudFormation names it <stack>-<logical id>-<random>.
+            "ResultEventsQueuePolicy": "result-queue-policy-id",
+            "ResultEventsQueue": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{RESULT_QUEUE}",
         }
     )
     r.attributes.update(
@@ -232,6 +236,7 @@ def static_names(template: Mapping[str, Any], parameters: Mapping[str, str]) -> 
             "InputEventsQueue.QueueName": f"{p}-input-events",
             "InputEventsDeadLetterQueue.QueueName": f"{p}-input-events-dlq",
             "FailedInvocationsQueue.QueueName": f"{p}-failed-invocations",
+            "ResultEventsQueue.Arn": f"{sqs}:{RESULT_QUEUE}",
         }
     )
     return r

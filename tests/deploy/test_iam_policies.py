@@ -11,7 +11,14 @@ import json
 from typing import Any
 
 import pytest
-from cfn_template import ACCOUNT, REGION, SAM_TEMPLATE, load_template, static_names
+from cfn_template import (
+    ACCOUNT,
+    REGION,
+    RESULT_QUEUE,
+    SAM_TEMPLATE,
+    load_template,
+    static_names,
+)
 
 TEMPLATE = load_template()
 RESOURCES = TEMPLATE["Resources"]
@@ -60,6 +67,12 @@ MODES = [
         },
         id="invoke-named-node",
     ),
+    pytest.param(
+        {"TriggerMode": "s3", "WatcherNodeId": "vm-7", "ResultNotifications": "true"},
+        id="s3-result-queue",
+    ),
+    # No queue for '*': nodes would take each other's notifications.
+    pytest.param({"TriggerMode": "s3", "ResultNotifications": "true"}, id="s3-any-node-no-queue"),
 ]
 
 
@@ -138,6 +151,14 @@ def _expected_watcher_grants(params: dict[str, str]) -> list[Grant]:
         ),
         _allow(["s3:GetObject"], [f"arn:aws:s3:::{n['output']}/{own}"]),
     ]
+    if params.get("ResultNotifications") == "true" and n["node"] != "*":
+        # Its own node's result queue only (the template's unnamed queue, resolved as such).
+        grants.append(
+            _allow(
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{RESULT_QUEUE}"],
+            )
+        )
     if params["TriggerMode"] == "invoke":
         grants.append(
             _allow(

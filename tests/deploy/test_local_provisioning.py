@@ -10,10 +10,16 @@ import json
 from typing import Any
 
 import pytest
-from cfn_template import load_template, parameter_defaults
+from cfn_template import load_template, parameter_defaults, static_names
 
 from hybrid_common.students import TABLE_KEY, TABLE_KEY_TYPE
-from local_stack.provision import KNOWN_FACES_KEY, Resources, make_clients, provision
+from local_stack.provision import (
+    KNOWN_FACES_KEY,
+    RESULT_NOTIFY_SUFFIXES,
+    Resources,
+    make_clients,
+    provision,
+)
 from watcher.settings import WatcherSettings
 
 
@@ -74,7 +80,6 @@ def test_notifications_go_to_the_queue_and_only_from_the_input_bucket(
 ) -> None:
     clients, made = local
     buckets = _resources(template, "AWS::S3::Bucket")
-    assert "NotificationConfiguration" not in buckets["OutputBucket"]["Properties"]
     sqs_mode = _sqs_branch(buckets["InputBucket"]["Properties"]["NotificationConfiguration"])
     assert set(sqs_mode) == {"QueueConfigurations"}
     assert {c["Queue"]["Fn::GetAtt"][0] for c in sqs_mode["QueueConfigurations"]} == {
@@ -87,8 +92,57 @@ def test_notifications_go_to_the_queue_and_only_from_the_input_bucket(
     assert kinds == {"QueueConfigurations"}, "a queue, like the template's sqs mode"
     assert {c["QueueArn"] for c in notification["QueueConfigurations"]} == {made.queue_arn}
     assert {e for c in notification["QueueConfigurations"] for e in c["Events"]} == events
+    # Without a result queue (the default), the output bucket notifies nothing.
     output = clients.s3.get_bucket_notification_configuration(Bucket=made.output_bucket)
     assert not {k for k in output if k.endswith("Configurations")}
+    condition, _with_queue, without = buckets["OutputBucket"]["Properties"][
+        "NotificationConfiguration"
+    ]["Fn::If"]
+    assert condition == "HasResultQueue" and without == {"Ref": "AWS::NoValue"}
+
+
+def test_result_notifications_as_the_template_sets_them(
+    template: dict[str, Any], moto_endpoint: str, unique_name: str
+) -> None:
+    """The node's prefix and the two final suffixes, to the node's queue, on both sides."""
+    clients = make_clients(moto_endpoint, "us-east-1")
+    node = "vm-7"
+    made = provision(
+        clients,
+        Resources(
+            endpoint_url=moto_endpoint, region="us-east-1", input_bucket=f"{unique_name}-input",
+            output_bucket=f"{unique_name}-output", table=f"{unique_name}-students",
+            queue=f"{unique_name}-input-events", result_queue=f"{unique_name}-results-{node}",
+            result_prefix=f"videos/{node}/",
+        ),
+        function_timeout_s=60,
+    )  # fmt: skip
+    r = static_names(template, {"WatcherNodeId": node, "ResultNotifications": "true"})
+    props = r.resolve(template["Resources"]["OutputBucket"]["Properties"])
+    expected = {
+        (c["Event"], tuple((rule["Name"], rule["Value"]) for rule in c["Filter"]["S3Key"]["Rules"]))
+        for c in props["NotificationConfiguration"]["QueueConfigurations"]
+    }
+    assert {c["Queue"] for c in props["NotificationConfiguration"]["QueueConfigurations"]} == {
+        r.attributes["ResultEventsQueue.Arn"]
+    }
+    local = clients.s3.get_bucket_notification_configuration(Bucket=made.output_bucket)
+    arn = clients.sqs.get_queue_attributes(
+        QueueUrl=made.result_queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert {c["QueueArn"] for c in local["QueueConfigurations"]} == {arn}
+    got = {
+        (
+            event,
+            tuple(
+                (rule["Name"].lower(), rule["Value"]) for rule in c["Filter"]["Key"]["FilterRules"]
+            ),
+        )
+        for c in local["QueueConfigurations"]
+        for event in c["Events"]
+    }
+    assert got == expected
+    assert {suffix for _, ((_p, _), (_s, suffix)) in expected} == set(RESULT_NOTIFY_SUFFIXES)
 
 
 def test_the_queue_and_its_dead_letter_rule(

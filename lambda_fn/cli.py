@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hybrid_common.aws_credentials import missing_credentials_exit
 from hybrid_common.logs import configure_logging
 
 # argparse's type for `add_subparsers()`; a private name, hence the alias.
@@ -91,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level, stream=sys.stderr)  # stdout is for results
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with missing_credentials_exit("hybrid-lambda"):
+            return handler(args)
     except (ValueError, OSError) as error:  # bad input files: one readable line, no traceback
         print(f"hybrid-lambda: error: {error}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.keys import split_result_key
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.results import ErrorDoc, InputDetails
@@ -354,6 +355,7 @@ def get_runtime() -> Runtime:
     """The container's runtime, built on first use from the environment (HYBRID_*)."""
     settings = FunctionSettings()
     configure_logging(settings.log_level, json=True)
+    use_local_credentials_for_loopback(settings.endpoint_url)  # the emulator on a laptop
     return Runtime(settings, RecognitionOptions())
 
 

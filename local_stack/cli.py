@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from hybrid_common.aws_credentials import missing_credentials_exit
 from hybrid_common.logs import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
@@ -85,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command configures its own.
     configure_logging("warning", stream=sys.stderr)
     handler: Handler = args.handler
-    return handler(args)
+    with missing_credentials_exit("hybrid-local"):
+        return handler(args)
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

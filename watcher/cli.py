@@ -19,6 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hybrid_common.aws_credentials import missing_credentials_exit, require_credentials
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
@@ -88,6 +89,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level, json=json_logs(settings.log_format))
+    # Missing AWS credentials: one line and exit 77 now, not a daemon failing every request.
+    require_credentials(
+        settings.endpoint_url, settings.lambda_endpoint_url or settings.endpoint_url
+    )
     service = WatcherService(settings)
     try:
         asyncio.run(service.serve())
@@ -378,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         # Commands print their answers on stdout; logs (warnings only) go to stderr.
         configure_logging("warning", stream=sys.stderr)
     handler: Handler = args.handler
-    return handler(args)
+    with missing_credentials_exit("hybrid-watcher"):
+        return handler(args)
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

@@ -8,7 +8,11 @@ write the outputs, and always remove the file. Failure policy:
 - an infrastructure error (S3 or DynamoDB unreachable, throttled, denied) raises for plain S3
   events, so Lambda retries the invocation, and marks only that message as failed in an SQS
   batch (`batchItemFailures`), so SQS redelivers it alone;
-- an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue.
+- an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue;
+- no usable known-faces file (absent, denied, not the format) is `known_faces_unavailable` in
+  each video's error.json — retrying would only fill the dead-letter queue — while a transient
+  error fetching it (throttling, 5xx, no connection) raises like any infrastructure error. A
+  warm container without known faces looks again at each invocation, so uploading the file heals it.
 Settings, AWS clients, dlib's models and the known faces are loaded once per container.
 """
 
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
+import numpy as np
 import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,7 +44,12 @@ from hybrid_common.results import ErrorDoc, InputDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
 from lambda_fn.faces import models
-from lambda_fn.known_faces import KnownFaces
+from lambda_fn.known_faces import (
+    ENCODING_SIZE,
+    KNOWN_FACES_UNAVAILABLE,
+    KnownFaces,
+    KnownFacesError,
+)
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import VideoError
@@ -117,11 +127,29 @@ def make_clients(settings: FunctionSettings) -> tuple[S3Client, DynamoDBClient]:
     return s3, dynamodb
 
 
+# S3's answers meaning the file is not there for us: no retry brings it (403 included: without
+# s3:ListBucket, S3 answers a missing key with AccessDenied). Other errors may pass: retried.
+KNOWN_FACES_ABSENT = frozenset({"NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"})
+
+
 def load_known_faces(location: str, s3: S3Client) -> KnownFaces:
-    """The known-faces file from a path in the image or from `s3://bucket/key`."""
+    """The known-faces file from a path in the image or from `s3://bucket/key`.
+
+    Raises KnownFacesError if it is absent, denied or invalid (a lasting fault), and
+    ClientError/BotoCoreError for anything a retry may cure.
+    """
     if location.startswith("s3://"):
         bucket, _, key = location.removeprefix("s3://").partition("/")
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code not in KNOWN_FACES_ABSENT:
+                raise
+            raise KnownFacesError(
+                f"{location}: {code}: no known-faces file there (upload one: "
+                "`hybrid-lambda faces build PHOTO_DIR -o FILE`, then `aws s3 cp FILE {location}`)"
+            ) from error
         with body:
             data = body.read()
         return KnownFaces.from_bytes(data, origin=location)
@@ -143,13 +171,12 @@ class Runtime:
         self.options = options
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
-        self.known = load_known_faces(settings.known_faces, self.s3)
-        self.metrics = FunctionMetrics(
-            self.known
-        )  # CloudWatch metrics as EMF (lambda_fn/metrics.py)
-        # Forked once here, in the init phase, after the models are loaded: a long video is
-        # split over the container's cores (a 3008 MB function has two vCPUs).
-        self.pool = RecognitionPool(self.known, options)
+        self.known: KnownFaces | None = None
+        self.known_problem = ""
+        self.pool: RecognitionPool | None = None
+        # CloudWatch metrics as EMF (lambda_fn/metrics.py); replaced once known faces load.
+        self.metrics = FunctionMetrics(KnownFaces([], np.zeros((0, ENCODING_SIZE))))
+        self._load_known_faces()
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
@@ -161,12 +188,29 @@ class Runtime:
         self.sweep_tmp()
         log.info(
             "runtime.ready",
-            known_faces=len(self.known),
+            known_faces=len(self.known) if self.known else None,
             output_bucket=settings.output_bucket,
             table=settings.table,
             version=self.version,
             seconds=round(time.perf_counter() - started, 3),
         )
+
+    def _load_known_faces(self) -> None:
+        """Load the known faces and start the pool; a lasting fault is kept as known_problem.
+
+        Transient errors (ClientError, BotoCoreError) propagate: init or invocation is retried.
+        """
+        try:
+            known = load_known_faces(self.settings.known_faces, self.s3)
+        except KnownFacesError as error:
+            self.known_problem = str(error)
+            log.error("known_faces.unavailable", reason=self.known_problem)
+            return
+        self.known, self.known_problem = known, ""
+        self.metrics = FunctionMetrics(known)
+        # Forked once, in the init phase when the file is there, after the models are loaded:
+        # a long video is split over the container's cores (a 3008 MB function has two vCPUs).
+        self.pool = RecognitionPool(known, self.options)
 
     # -- invocation ----------------------------------------------------------------------------
 
@@ -175,6 +219,8 @@ class Runtime:
         request_id = getattr(context, "aws_request_id", "") or ""
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
+            if self.known is None:
+                self._load_known_faces()  # uploaded since? (transient errors: retried)
             try:
                 source = source_of(event)
             except EventFormatError as error:
@@ -229,8 +275,13 @@ class Runtime:
                 log.warning("object.ignored", reason="a result file in the output bucket")
                 return Outcome(ref.key, "skipped")
             request_id = getattr(context, "aws_request_id", "") or ""
+            pool = self.pool
+            if pool is None:
+                log.error("video.refused", code=KNOWN_FACES_UNAVAILABLE)
+                return self._fail(ref, KNOWN_FACES_UNAVAILABLE, self.known_problem, request_id)
             try:
-                return self._process(ref, request_id, getattr(context, "function_version", ""))
+                version = getattr(context, "function_version", "")
+                return self._process(pool, ref, request_id, version)
             except (VideoError, InputRefused) as error:
                 return self._fail(ref, error.code, error.message, request_id)
             except INFRASTRUCTURE_ERRORS:
@@ -241,7 +292,9 @@ class Runtime:
                 log.exception("video.crashed")
                 return self._fail(ref, "internal_error", repr(error), request_id)
 
-    def _process(self, ref: S3ObjectRef, request_id: str, lambda_version: str) -> Outcome:
+    def _process(
+        self, pool: RecognitionPool, ref: S3ObjectRef, request_id: str, lambda_version: str
+    ) -> Outcome:
         started = time.perf_counter()
         head = self._head(ref)
         size, etag = head["ContentLength"], head.get("ETag", "")
@@ -254,7 +307,7 @@ class Runtime:
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
-            recognition = self.pool.recognise(path)
+            recognition = pool.recognise(path)
         finally:
             path.unlink(missing_ok=True)
         timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})

@@ -23,6 +23,11 @@ ENCODING_SIZE = 128
 MODEL = "dlib_face_recognition_resnet_model_v1"
 
 
+# The error.json code for a video the function could not compare with anyone: the known-faces
+# file is missing, denied or invalid. Lasting until someone fixes the file, so not retried.
+KNOWN_FACES_UNAVAILABLE = "known_faces_unavailable"
+
+
 class KnownFacesError(ValueError):
     """The known-faces file is missing, unreadable or invalid."""
 

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -50,7 +51,14 @@ def _open_journal(settings: WatcherSettings, *, readonly: bool = False) -> Journ
     """The daemon's journal; read-only for commands that only look (operators may not own it)."""
     if not settings.journal_path.exists():
         return None
-    return JournalStore(settings.journal_path, readonly=readonly)
+    journal = JournalStore(settings.journal_path, readonly=readonly)
+    if readonly:
+        try:
+            journal.counts()
+        except sqlite3.OperationalError:  # the daemon has created the file, not yet its tables
+            journal.close()
+            return None
+    return journal
 
 
 def _when(epoch: float | None) -> str:

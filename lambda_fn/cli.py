@@ -16,6 +16,7 @@ from typing import Any
 
 from hybrid_common.aws_credentials import missing_credentials_exit
 from hybrid_common.logs import configure_logging
+from hybrid_common.version import version_line
 
 # argparse's type for `add_subparsers()`; a private name, hence the alias.
 Subparsers = Any
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybrid-lambda", description="HybridSphere's face-recognition function, locally."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (stderr)")
+    parser.add_argument("--version", action="version", version=version_line("hybrid-lambda"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(sub)

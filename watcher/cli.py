@@ -24,6 +24,7 @@ from hybrid_common.aws_credentials import missing_credentials_exit, require_cred
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
+from hybrid_common.version import version_line
 from watcher.journal import TERMINAL, JournalStore, State, Submission
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
@@ -356,6 +357,24 @@ def cmd_students(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- config ---
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings and where each came from; secrets are never printed."""
+    from watcher import effective_config as ec
+
+    settings = _settings()
+    rows = ec.effective_settings(settings)
+    render = ec.render_json if args.json else ec.render_text
+    print(render(rows, ec.config_file_origin(), ec.aws_credentials_origin()))
+    return 0
+
+
 # Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
 COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
@@ -363,6 +382,12 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("show", "one submission's history and result", add_show_arguments, cmd_show),
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
+    (
+        "config",
+        "the effective settings and where each came from (secrets hidden)",
+        add_config_arguments,
+        cmd_config,
+    ),
     (
         "students",
         "manage the students table",
@@ -377,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybrid-watcher",
         description="Submit videos from this VM for face recognition and collect the results.",
     )
+    parser.add_argument("--version", action="version", version=version_line("hybrid-watcher"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, add_arguments, handler in COMMANDS:
         sub = commands.add_parser(name, help=help_text, description=help_text)

@@ -157,6 +157,10 @@ class Demo:
         env = self.start_cloud()
         runtime_argv = [sys.executable, "-m", "local_stack", "serve"]
         runtime_argv += ["--cloud-state", str(self.state_dir / STATE_FILE)]
+        if self.args.port == 0:
+            # Any free port for the cloud, so for the Invoke API too: two demos (tests running
+            # side by side) would otherwise both want 9001, and one's runtime would keep dying.
+            runtime_argv += ["--invoke-port", "0"]
         self.parts.append(Part("serve-local", runtime_argv, env))
         self.parts.append(Part("watcher", [sys.executable, "-m", "watcher", "run"], env))
         for part in self.parts[1:]:

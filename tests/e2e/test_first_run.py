@@ -103,7 +103,8 @@ def test_a_clone_alone_recognises_the_sample_and_the_cli_finds_the_demo(tmp_path
             [str(BIN / "hybrid-watcher"), "submit", "--wait", "--timeout", "240", str(CLIP)],
             tmp_path, env, timeout=300,
         )  # fmt: skip
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        demo_log = log_path.read_text()[-4000:]
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr + demo_log
         assert str(tmp_path / "var" / "inbox") in submitted.stdout
         assert "done" in submitted.stdout and "lin_manuel_miranda" in submitted.stdout
         assert list((tmp_path / "var" / "done").glob("short_hamilton_clip*.csv"))
@@ -126,7 +127,7 @@ def test_a_clone_alone_recognises_the_sample_and_the_cli_finds_the_demo(tmp_path
             [str(BIN / "hybrid-local"), "workload", str(cases), "--timeout", "240"],
             tmp_path, env, timeout=300,
         )  # fmt: skip
-        assert graded.returncode == 0, graded.stdout + graded.stderr
+        assert graded.returncode == 0, graded.stdout + graded.stderr + log_path.read_text()[-4000:]
     finally:
         demo.send_signal(signal.SIGINT)
         code = demo.wait(120)

@@ -114,6 +114,8 @@ class SyslogPrefixed:
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
         level = str(event_dict.get("level", name)).lower()
         rendered = self.renderer(logger, name, event_dict)
+        if isinstance(rendered, bytes | bytearray):  # e.g. orjson renderers; ours give str
+            rendered = bytes(rendered).decode("utf-8")
         return f"<{SYSLOG_PRIORITY.get(level, 6)}>{rendered}"
 
 

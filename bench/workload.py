@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 CLASSIC = REPO.parent / "shared" / "bench" / "classic_baseline.py"
 COURSE = SHARED / "cse546"
-# Written by `hybrid-local cloud` (watcher/local_cloud.py: STATE_FILE, ENV_FILE).
+# Written by `hybrid-local cloud` (local_stack/cloud.py: STATE_FILE, ENV_FILE).
 STATE_FILE, ENV_FILE = "local-cloud.json", "local-cloud.env"
 
 

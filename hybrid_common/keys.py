@@ -117,3 +117,69 @@ def split_result_key(key: str) -> tuple[str, ResultKind] | None:
         if key.endswith(kind.value):
             return key[: -len(kind.value)], kind
     return None
+
+
+# The CSV's key is a setting on both sides (HYBRID_CSV_KEY): graders written for the classic
+# handler read the answer to `test_0.mp4` at `test_0`. The companions keep their suffixes.
+DEFAULT_CSV_KEY = "{stem}.csv"
+STEM_FIELD = "{stem}"
+_COMPANIONS = (ResultKind.DETAILS, ResultKind.FACES, ResultKind.ERROR)
+
+
+def validate_csv_key(template: str) -> str:
+    """Check a CSV key template; raise ValueError saying what is wrong.
+
+    It must be `{stem}` followed by key-safe characters: the watcher lists its node's prefix
+    and finds a result beside its input, so the CSV cannot live elsewhere. The suffix must not
+    end like a companion (`.json`, `.error.json`, `.faces.jpg`), nor be the end of one, or the
+    CSV of one input could be taken for another file.
+    """
+    if not template.startswith(STEM_FIELD):
+        raise ValueError(f"the CSV key must start with {STEM_FIELD} (got {template!r})")
+    suffix = template[len(STEM_FIELD) :]
+    if not re.fullmatch(r"[A-Za-z0-9._-]*", suffix):
+        raise ValueError(
+            f"the CSV key must be {STEM_FIELD} followed only by letters, digits, '.', '_' "
+            f"or '-' (got {template!r})"
+        )
+    for kind in _COMPANIONS:
+        if suffix.endswith(kind.value) or (suffix and kind.value.endswith(suffix)):
+            raise ValueError(
+                f"the CSV key {template!r} could collide with the {kind.value} companion file"
+            )
+    return template
+
+
+@dataclass(frozen=True, slots=True)
+class ResultNaming:
+    """Where each result file of an input lives, given the CSV key template."""
+
+    csv_key: str = DEFAULT_CSV_KEY
+
+    def __post_init__(self) -> None:
+        validate_csv_key(self.csv_key)
+
+    @property
+    def csv_suffix(self) -> str:
+        return self.csv_key[len(STEM_FIELD) :]
+
+    def key(self, input_key: str, kind: ResultKind) -> str:
+        """Where the function writes `kind` for `input_key`."""
+        if kind is ResultKind.CSV:
+            return stem_of(input_key) + self.csv_suffix
+        return result_key(input_key, kind)
+
+    def finals(self, key: str) -> list[tuple[str, ResultKind]]:
+        """Every (stem, kind) for which `key` would be the final file (CSV or error).
+
+        With the classic template (`{stem}`) a key can be read two ways: `a/x.error.json` is
+        the error of `a/x` or the CSV of an input named `x.error.json.mp4`. Each reading is
+        returned; the caller keeps the one whose stem it awaits.
+        """
+        found = []
+        if key.endswith(ResultKind.ERROR.value):
+            found.append((key[: -len(ResultKind.ERROR.value)], ResultKind.ERROR))
+        suffix = self.csv_suffix
+        if key.endswith(suffix) and len(key) > len(suffix):
+            found.append((key[: len(key) - len(suffix)], ResultKind.CSV))
+        return found

@@ -24,14 +24,24 @@ REDACTED = "[REDACTED]"
 # Environment variables whose values must never be printed, wherever they turn up.
 SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # Field names that hold secrets by their nature, whatever their value.
-SECRET_FIELD = re.compile(r"(secret|password|token|credential|authorization)", re.IGNORECASE)
-# Shapes of AWS secrets in free text (e.g. a botocore exception that echoes a header).
+SECRET_FIELD = re.compile(
+    r"(secret|passw(or)?d|token|credential|authorization|signature)", re.IGNORECASE
+)
+# A name that says "secret" in free text: `aws_secret_access_key`, `SecretAccessKey`,
+# `X-Amz-Security-Token`, `secret`, `password`, `SessionToken`, `X-Amz-Signature`...
+_SENSITIVE_NAME = r"[\w-]*(?:secret|passw(?:or)?d|token|signature)[\w-]*"
+# Shapes of secrets in free text (a botocore exception that echoes a header, an XML error body
+# from S3/STS, a credentials file, a presigned URL). Each pattern keeps group 1 (what names
+# the secret) and replaces the rest of the match with REDACTED.
 SECRET_TEXT = [
-    re.compile(
-        r"(?i)(aws_secret_access_key|secret_?access_?key|session_?token)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+"
-    ),
-    re.compile(r"(?i)(X-Amz-Security-Token|X-Amz-Signature)(=)[^&\s'\"]+"),
-    re.compile(r"(?i)(Signature)(=)[0-9a-f]{64}"),
+    # <SecretAccessKey>...</SecretAccessKey>, <SessionToken>...</SessionToken> (S3/STS XML).
+    re.compile(rf"(?i)(<({_SENSITIVE_NAME})>)[^<]*(?=</\2>)"),
+    # The whole SigV4 header: its Credential names the key, its Signature proves it.
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)[^\r\n'\"]+"),
+    # name = value, name: value, "name": "value", name=value& in a query string.
+    re.compile(rf"(?i)({_SENSITIVE_NAME}['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&<>}}\]]+"),
+    # STS session tokens by their fixed base64 opening, wherever they stand alone.
+    re.compile(r"()(?:FwoGZXIvYXdz|FQoGZXIvYXdz|IQoJb3JpZ2lu)[A-Za-z0-9+/=]+"),
 ]
 
 
@@ -46,7 +56,7 @@ def redact_text(text: str, secrets: Iterable[str] | None = None) -> str:
     for value in _secret_values() if secrets is None else secrets:
         text = text.replace(value, REDACTED)
     for pattern in SECRET_TEXT:
-        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+        text = pattern.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
 
 
@@ -58,9 +68,14 @@ def _redact(value: Any, secrets: list[str]) -> Any:
             k: REDACTED if isinstance(k, str) and SECRET_FIELD.search(k) else _redact(v, secrets)
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_redact(v, secrets) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception, bytes, an SDK object) would be rendered by its repr after
+    # this step, out of redaction's reach: render it here instead.
+    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else repr(value)
+    return redact_text(text, secrets)
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -1,8 +1,13 @@
 """The result file formats both sides read and write: the CSV answer and the error document.
 
-The CSV has no header and one `name,major,year` row per recognised person in order of first
-appearance; its first row is the course's classic answer. An empty CSV means nobody known was
-seen. The function writes it last, so its existence means the result is complete.
+The CSV has one `name,major,year` row per recognised person in order of first appearance; its
+first row is the course's classic answer. It has no header unless the function is told to
+write one (`HYBRID_CSV_HEADER`). An empty CSV means nobody known was seen. The function writes
+it last, so its existence means the result is complete.
+
+Names and majors come from files operators load: a field a spreadsheet would run as a formula
+(leading `=`, `+`, `-`, `@`, tab or CR) is written with a leading `'`, as OWASP recommends for
+CSV injection. That includes a legitimate leading `-` (a major of "-"): it reads `'-`.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
-from typing import Any
+from typing import Any, TextIO
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What makes Excel, LibreOffice and Google Sheets read a cell as a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_HEADER = ("name", "major", "year")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,27 +39,64 @@ class PersonRow:
 def _clean(field: str) -> str:
     # A control character (a stray '\r' from a table item, say) would split a row for
     # readers that treat it as a line end; names and majors never legitimately hold one.
-    return _CONTROL.sub(" ", field)
+    field = _CONTROL.sub(" ", field)
+    # Spreadsheets skip leading blanks before deciding a cell is a formula: look past them.
+    if field[:1] in _FORMULA_START or field.lstrip()[:1] in _FORMULA_START:
+        return "'" + field
+    return field
 
 
-def render_csv(rows: list[PersonRow]) -> str:
-    """CSV text with '\\n' line ends (RFC 4180 quoting where a field needs it)."""
+def csv_fields(row: PersonRow) -> list[str]:
+    """The three cells of a row as written: control characters blanked, formulas neutralised."""
+    return [_clean(row.name), _clean(row.major), _clean(row.year)]
+
+
+def render_csv(rows: Iterable[PersonRow], *, header: bool = False) -> str:
+    """CSV text with '\\n' line ends (RFC 4180 quoting where a field needs it).
+
+    Rendering what `parse_csv` read gives the same text again (a neutralised field starts
+    with `'`, which is not a formula start).
+    """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    for row in rows:
-        writer.writerow([_clean(row.name), _clean(row.major), _clean(row.year)])
+    write_csv(out, rows, header=header)
     return out.getvalue()
 
 
-def parse_csv(text: str) -> list[PersonRow]:
-    """Read a result CSV; blank lines are ignored, short rows are padded with ''."""
-    rows = []
-    for fields in csv.reader(io.StringIO(text)):
+def write_csv(out: TextIO, rows: Iterable[PersonRow], *, header: bool = False) -> int:
+    """Write rows as `render_csv` does, to a text stream opened with newline=''; returns the
+    number of rows (a reader of a large CSV need not hold it whole)."""
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_HEADER)
+    count = 0
+    for row in rows:
+        writer.writerow(csv_fields(row))
+        count += 1
+    return count
+
+
+def iter_csv(lines: Iterable[str], *, header: bool = False) -> Iterator[PersonRow]:
+    """Rows of a result CSV read from `lines`, one at a time (a hostile CSV can be large).
+
+    Blank lines are ignored, short rows are padded with ''. With `header`, a first row that
+    is exactly `name,major,year` is skipped (one that is not is kept: it is an answer).
+    Raises csv.Error for text no CSV reader accepts (e.g. a field over the csv module's limit).
+    """
+    first = True
+    for fields in csv.reader(lines):
         if not fields or not any(f.strip() for f in fields):
             continue
+        if first and header and tuple(fields) == CSV_HEADER:
+            first = False
+            continue
+        first = False
         name, major, year = ([*fields, "", ""])[:3]
-        rows.append(PersonRow(name, major, year))
-    return rows
+        yield PersonRow(name, major, year)
+
+
+def parse_csv(text: str, *, header: bool = False) -> list[PersonRow]:
+    """Read a whole result CSV (see `iter_csv`)."""
+    return list(iter_csv(io.StringIO(text), header=header))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,18 @@ log = get_logger(__name__)
 # truncated file still gives a result); more errors than this, or no decodable frame at
 # all, fail the video with `decode_failed`.
 MAX_DECODE_ERRORS = 20
-# Larger pictures are refused: one RGB frame of 8K video is already 100 MB.
+# Larger pictures are refused: one RGB frame of 8K video is already 100 MB. The limit holds
+# for every decoded picture, not only the size the container declares: a stream may declare
+# 64x64 and then carry 16000x16000 JPEGs (a 1 MB file drove recognition to 2.2 GB).
 MAX_PIXELS = 7680 * 4320
+# Codecs that phones, cameras and screen recorders write; every other FFmpeg decoder (there
+# are hundreds, most for rare or legacy formats) is attack surface a face-recognition
+# function does not need. mpeg4/h263: older phones' MP4/3GP; mpeg2video: camcorders, DVD
+# and broadcast TS; mjpeg: webcams, dashcams, older cameras' AVI; prores: iPhone ProRes and
+# cinema cameras; vp8/vp9/av1: WebM from browser and desktop screen recorders.
+ALLOWED_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "h263", "mpeg2video", "mjpeg", "prores"}
+)
 # Container and frame timestamps disagree by rounding: times closer than this are equal.
 _EPSILON = 1e-3
 
@@ -104,6 +114,9 @@ class VideoReader:
             self._check_limits(self.info.duration_s)
             self._keyframes = self._keyframe_times()
             codec = self._stream.codec_context
+            # FFmpeg refuses (EINVAL) to allocate any larger picture: the limit is enforced
+            # before the memory is taken, whatever the container said.
+            codec.options = {**codec.options, "max_pixels": str(MAX_PIXELS)}
             codec.thread_type = "AUTO"
             codec.thread_count = decode_threads
             # Non-reference frames (most B-frames) are never needed to decode other frames,
@@ -149,13 +162,19 @@ class VideoReader:
             raise VideoError("no_video_stream", "the video stream has no picture size")
         if width * height > MAX_PIXELS:
             raise VideoError("too_large", f"{width}x{height} pictures are larger than 8K")
+        codec = stream.codec_context.name
+        if codec not in ALLOWED_CODECS:
+            raise VideoError(
+                "unsupported_codec",
+                f"{codec} video is not accepted (accepted: {', '.join(sorted(ALLOWED_CODECS))})",
+            )
         return VideoInfo(
             duration_s=round(duration, 3),
             fps=round(float(rate), 3) if rate else 0.0,
             width=width,
             height=height,
             rotation=0,  # known once the first frame is decoded (display matrix side data)
-            codec=stream.codec_context.name,
+            codec=codec,
             container=self._container.format.name,
         )
 
@@ -278,10 +297,22 @@ class VideoReader:
                 frames = self._stream.codec_context.decode(None)
             else:
                 frames = packet.decode()
-            return [f for f in frames if isinstance(f, av.VideoFrame)]
+        except av.error.ArgumentError as error:
+            # EINVAL from a decoder is its picture-size check failing (`max_pixels` above,
+            # or a size no image can have): refused, not concealed like damaged data.
+            info = self.info
+            raise VideoError(
+                "too_large",
+                f"a picture mid-stream is larger than 8K ({MAX_PIXELS} pixels) or has an "
+                f"invalid size; the stream declared {info.width}x{info.height}",
+            ) from error
         except av.error.FFmpegError as error:
             self._decode_error(error)
             return []
+        pictures = [f for f in frames if isinstance(f, av.VideoFrame)]
+        for picture in pictures:
+            _check_picture_size(picture, self.info)
+        return pictures
 
     def _decode_error(self, error: Exception) -> None:
         self.decode_errors += 1
@@ -340,10 +371,23 @@ def _open(path: Path) -> av.container.InputContainer:
     if not path.is_file():
         raise VideoError("not_found", f"{path} is not a file")
     try:
+        # No `max_pixels` for probing: FFmpeg would then report an oversized stream as 0x0,
+        # and its size could not be named (too_large). An MJPEG stream whose first picture
+        # is 16000x16000 probes at that size without decoding it (40 MiB), then is refused.
         return av.open(str(path), mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as error:
         reason = error.strerror or str(error)
         raise VideoError("not_a_video", f"not a video FFmpeg can read ({reason})") from error
+
+
+def _check_picture_size(frame: av.VideoFrame, info: VideoInfo) -> None:
+    """Refuse a decoded picture over the limit before anything converts or copies it."""
+    if frame.width * frame.height > MAX_PIXELS:
+        raise VideoError(
+            "too_large",
+            f"a {frame.width}x{frame.height} picture mid-stream is larger than 8K "
+            f"(the stream declared {info.width}x{info.height})",
+        )
 
 
 def _quarter_turns(rotation: int | float | None) -> int:

@@ -180,7 +180,9 @@ class Runtime:
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
-        self.writer = ResultWriter(self.s3, settings.output_bucket)
+        self.writer = ResultWriter(
+            self.s3, settings.output_bucket, naming=settings.naming, csv_header=settings.csv_header
+        )
         self.version = settings.function_version or code_version()
         settings.tmp_dir.mkdir(parents=True, exist_ok=True)
         # A timed-out invocation's process is killed and the environment re-initialised with
@@ -239,10 +241,14 @@ class Runtime:
 
     def _handle_sqs(self, event: Any, context: LambdaContext) -> dict[str, Any]:
         failures: list[str] = []
+        # The margin work_deadline keeps, from the invocation's start: a message is not begun
+        # in it. (The full deadline_margin_s would defer every message of a function whose
+        # timeout is under it: 30 s, the template's minimum.)
+        margin_s = effective_margin(context, self.settings.deadline_margin_s)
         for record in SQSEvent(event).records:
             message_id = record.message_id
             remaining_s = context.get_remaining_time_in_millis() / 1000
-            if remaining_s < self.settings.deadline_margin_s:
+            if remaining_s < margin_s:
                 # Not started: hand it back for redelivery rather than be cut off mid-video.
                 log.warning("message.deferred", message_id=message_id, remaining_s=remaining_s)
                 failures.append(message_id)
@@ -279,9 +285,10 @@ class Runtime:
             if pool is None:
                 log.error("video.refused", code=KNOWN_FACES_UNAVAILABLE)
                 return self._fail(ref, KNOWN_FACES_UNAVAILABLE, self.known_problem, request_id)
+            deadline = work_deadline(context, self.settings.deadline_margin_s)
             try:
                 version = getattr(context, "function_version", "")
-                return self._process(pool, ref, request_id, version)
+                return self._process(pool, ref, request_id, version, deadline)
             except (VideoError, InputRefused) as error:
                 return self._fail(ref, error.code, error.message, request_id)
             except INFRASTRUCTURE_ERRORS:
@@ -293,7 +300,12 @@ class Runtime:
                 return self._fail(ref, "internal_error", repr(error), request_id)
 
     def _process(
-        self, pool: RecognitionPool, ref: S3ObjectRef, request_id: str, lambda_version: str
+        self,
+        pool: RecognitionPool,
+        ref: S3ObjectRef,
+        request_id: str,
+        lambda_version: str,
+        deadline: float,
     ) -> Outcome:
         started = time.perf_counter()
         head = self._head(ref)
@@ -303,11 +315,13 @@ class Runtime:
                 "input_too_large",
                 f"{size} bytes is over the limit of {self.settings.max_input_bytes}",
             )
+        if time.monotonic() >= deadline:
+            raise VideoError("too_slow", "no time left in this invocation to start the video")
         timings: dict[str, float] = {}
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
-            recognition = pool.recognise(path)
+            recognition = pool.recognise(path, deadline=deadline)
         finally:
             path.unlink(missing_ok=True)
         timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})
@@ -352,6 +366,15 @@ class Runtime:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 404 and self._bucket_exists(ref.bucket):
                 raise InputRefused("input_missing", "the object no longer exists") from error
+            if status == 403:
+                # Not taken for "missing": with s3:ListBucket (the template grants it) S3 says
+                # 404 for that, so a 403 is a denial; raised, so Lambda retries, then records it.
+                log.error(
+                    "input.forbidden",
+                    hint="the function role needs s3:GetObject on the key and s3:ListBucket on "
+                    "the bucket (without ListBucket a missing key answers 403), and kms:Decrypt "
+                    "if the object is SSE-KMS encrypted",
+                )
             raise
 
     def _bucket_exists(self, bucket: str) -> bool:
@@ -398,6 +421,23 @@ class Runtime:
             stale.unlink(missing_ok=True)
 
 
+def work_deadline(context: LambdaContext, margin_s: float) -> float:
+    """When a video's work must stop (`time.monotonic()`) so its error.json is still written.
+
+    Lambda kills an invocation at its timeout with no output, then retries it twice; stopping
+    `margin_s` before (half the time left, if that is less: a short timeout still gets half
+    its time) turns a too-slow video into a `too_slow` answer instead. `max_seconds` still
+    applies when it comes first.
+    """
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    return time.monotonic() + remaining_s - effective_margin(context, margin_s)
+
+
+def effective_margin(context: LambdaContext, margin_s: float) -> float:
+    """`margin_s`, or half the invocation's remaining time if that is less."""
+    return min(margin_s, context.get_remaining_time_in_millis() / 1000 / 2)
+
+
 def outcome_dict(outcome: Outcome) -> dict[str, str]:
     """The outcome as the invocation's JSON response, empty fields left out."""
     return {k: v for k, v in dataclasses.asdict(outcome).items() if v}
@@ -417,7 +457,9 @@ def handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     return get_runtime().handle(event, context)
 
 
-if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
-    # Inside Lambda (or the image test): load everything during the init phase, so a bad
-    # configuration fails the init with a clear message and no invocation pays for loading.
+if os.environ.get("AWS_LAMBDA_RUNTIME_API") or os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Inside Lambda, the image test or the local runtime (`hybrid-lambda serve-local`, which
+    # sets Lambda's variables): load everything during the init phase, so a bad configuration
+    # fails the init with a clear message and no invocation pays for loading out of its time
+    # limit (a first invocation that did would start with seconds less than it is told).
     get_runtime()

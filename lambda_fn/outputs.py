@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hybrid_common.keys import ResultKind, result_key
+from hybrid_common.keys import ResultKind, ResultNaming
 from hybrid_common.logs import get_logger
 from hybrid_common.results import (
     ErrorDoc,
@@ -86,19 +86,28 @@ def build_details(
 class ResultWriter:
     """Puts result files for input keys into one output bucket."""
 
-    def __init__(self, s3: S3Client, bucket: str) -> None:
+    def __init__(
+        self,
+        s3: S3Client,
+        bucket: str,
+        *,
+        naming: ResultNaming | None = None,
+        csv_header: bool = False,
+    ) -> None:
         self._s3 = s3
         self._bucket = bucket
+        self._naming = naming or ResultNaming()  # HYBRID_CSV_KEY
+        self._csv_header = csv_header  # HYBRID_CSV_HEADER
 
     def write_success(self, details: ResultDetails, faces_jpeg: bytes | None = None) -> str:
         """Details, contact sheet, then the CSV; returns the CSV's key."""
-        key = details.input.key
-        self._delete(result_key(key, ResultKind.ERROR))
-        self._put(result_key(key, ResultKind.DETAILS), details.to_json().encode(), JSON)
+        key, naming = details.input.key, self._naming
+        self._delete(naming.key(key, ResultKind.ERROR))
+        self._put(naming.key(key, ResultKind.DETAILS), details.to_json().encode(), JSON)
         if faces_jpeg is not None:
-            self._put(result_key(key, ResultKind.FACES), faces_jpeg, JPEG)
-        csv_key = result_key(key, ResultKind.CSV)
-        self._put(csv_key, render_csv(details.rows()).encode(), CSV)
+            self._put(naming.key(key, ResultKind.FACES), faces_jpeg, JPEG)
+        csv_key = naming.key(key, ResultKind.CSV)
+        self._put(csv_key, render_csv(details.rows(), header=self._csv_header).encode(), CSV)
         log.info("result.written", csv_key=csv_key, people=[p.name for p in details.people])
         return csv_key
 
@@ -106,8 +115,8 @@ class ResultWriter:
         """Remove any previous answer for the input, then write `<stem>.error.json`."""
         # The CSV goes first: until the error file lands, the input simply has no answer.
         for kind in (ResultKind.CSV, ResultKind.DETAILS, ResultKind.FACES):
-            self._delete(result_key(error.input_key, kind))
-        error_key = result_key(error.input_key, ResultKind.ERROR)
+            self._delete(self._naming.key(error.input_key, kind))
+        error_key = self._naming.key(error.input_key, ResultKind.ERROR)
         self._put(error_key, error.to_json().encode(), JSON)
         log.warning("result.failed", error_key=error_key, code=error.code, message=error.message)
         return error_key

@@ -93,14 +93,18 @@ def recognise(
     options: RecognitionOptions,
     *,
     segment: tuple[float, float] | None = None,
+    deadline: float | None = None,
 ) -> Recognition:
     """Find the known people in a video file; raises VideoError for videos it cannot read.
 
     `segment` (start, end seconds) limits the work to those samples: `lambda_fn.recognition_pool`
-    splits long videos over processes.
+    splits long videos over processes. `deadline` (a `time.monotonic()` value, comparable
+    across processes on Linux) ends the work with `too_slow` if it comes before
+    `options.max_seconds` does: the handler derives it from the invocation's remaining time.
     """
     start_s, end_s = segment or (0.0, math.inf)
     started, cpu_started = time.perf_counter(), time.process_time()
+    limit = Limit.of(options.max_seconds, deadline)
     scan = _Scan(known, options)
     with scan.watch.stage("decode"):
         reader = VideoReader(
@@ -120,10 +124,7 @@ def recognise(
                 frame = next(frames, None)
             if frame is None:
                 break
-            if time.perf_counter() - started > options.max_seconds:
-                raise VideoError(
-                    "too_slow", f"still running after {options.max_seconds:.0f} s (max_seconds)"
-                )
+            limit.check()
             if scan.look_at(frame):
                 frames.close()  # first-match: the rest of the video is never decoded
                 break
@@ -152,6 +153,32 @@ def recognise(
         **{f"{k}_s": v for k, v in timings.items()},
     )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """When a video's work must stop, and which limit that is (for the error's message)."""
+
+    started: float  # time.monotonic()
+    at: float  # time.monotonic()
+    reason: str
+
+    @classmethod
+    def of(cls, max_seconds: float, deadline: float | None) -> Limit:
+        now = time.monotonic()
+        if deadline is not None and deadline < now + max_seconds:
+            return cls(now, deadline, "the invocation's remaining time less its margin")
+        return cls(now, now + max_seconds, "max_seconds")
+
+    def check(self) -> None:
+        """Raise `too_slow` once the limit is past (checked between samples)."""
+        now = time.monotonic()
+        if now > self.at:
+            raise VideoError(
+                "too_slow",
+                f"still running after {now - self.started:.1f} s; stopped at the limit of "
+                f"{max(0.0, self.at - self.started):.1f} s ({self.reason})",
+            )
 
 
 class _Scan:

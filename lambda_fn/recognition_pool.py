@@ -13,6 +13,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hybrid_common.lifetime import die_with_parent
 from hybrid_common.logs import get_logger
 from lambda_fn.faces import warm_up
 from lambda_fn.frames import VideoReader, warm_up_decoder
@@ -32,7 +34,8 @@ from lambda_fn.settings import RecognitionOptions
 log = get_logger(__name__)
 
 VideoOutcome = Recognition | VideoError
-Task = tuple[str, Path, tuple[float, float] | None]  # ("video", path, segment or None)
+# ("video", path, segment or None, deadline or None): the deadline is a time.monotonic() value.
+Task = tuple[str, Path, tuple[float, float] | None, float | None]
 # A video is split only if every worker gets at least this many samples: each segment costs
 # a seek, up to one GOP decoded before its start, and a re-encoding of the faces it starts on.
 MIN_SEGMENT_SAMPLES = 4
@@ -49,12 +52,15 @@ def worker_count(requested: int) -> int:
 
 
 def _serve(
+    parent_pid: int,
     conn: Connection,
     known: KnownFaces,
     options: RecognitionOptions,
     parent_ends: list[Connection],
 ) -> None:
     """Worker loop: ("video", path, segment) in; ("ok", Recognition) | ("error", ...) out."""
+    # Mid-video nobody reads the pipe: the kernel kills us if the parent dies meanwhile.
+    die_with_parent(signal.SIGKILL, parent_pid)
     # fork copied the parent's ends of this worker's pipe and of its siblings' pipes: close
     # them, so that when the parent dies (even by SIGKILL) recv() sees EOF and we exit.
     for end in parent_ends:
@@ -66,9 +72,9 @@ def _serve(
             return
         if message is None:
             return
-        _, path, segment = message
+        _, path, segment, deadline = message
         try:
-            conn.send(("ok", recognise(path, known, options, segment=segment)))
+            conn.send(("ok", recognise(path, known, options, segment=segment, deadline=deadline)))
         except VideoError as error:
             conn.send(("error", error.code, error.message))
         except Exception as error:  # report, keep serving: one bad video must not kill the pool
@@ -86,7 +92,7 @@ class _Worker:
         self.conn, child = context.Pipe()
         parent_ends = [self.conn, *(sibling.conn for sibling in siblings)]
         self.process: BaseProcess = context.Process(
-            target=_serve, args=(child, known, options, parent_ends), daemon=True
+            target=_serve, args=(os.getpid(), child, known, options, parent_ends), daemon=True
         )
         self.process.start()
         child.close()
@@ -145,7 +151,7 @@ class RecognitionPool:
             for path in paths:
                 yield path, self._outcome(path)
             return
-        tasks: list[Task] = [("video", path, None) for path in paths]
+        tasks: list[Task] = [("video", path, None, None) for path in paths]
         done: dict[int, VideoOutcome] = {}
         next_out = 0
         for index, outcome in self._dispatch(tasks):
@@ -160,8 +166,10 @@ class RecognitionPool:
         except VideoError as error:
             return error
 
-    def recognise(self, path: Path) -> Recognition:
+    def recognise(self, path: Path, deadline: float | None = None) -> Recognition:
         """One video, split over the workers when it is long enough; raises VideoError.
+
+        `deadline` (`time.monotonic()`) ends every segment with `too_slow` when reached.
 
         first-match is not split: its answer is usually in the first samples, and a second
         segment would only compete for the CPU (measured on the Hamilton clip: 0.58 s split,
@@ -171,9 +179,9 @@ class RecognitionPool:
         split = self._workers and self.options.mode == "all"
         segments = self._segments(path) if split else []
         if len(segments) < 2:
-            return recognise(path, self.known, self.options)
+            return recognise(path, self.known, self.options, deadline=deadline)
         parts: dict[int, VideoOutcome] = {}
-        tasks: list[Task] = [("video", path, segment) for segment in segments]
+        tasks: list[Task] = [("video", path, segment, deadline) for segment in segments]
         for index, outcome in self._dispatch(tasks):
             parts[index] = outcome
         errors = [o for o in parts.values() if isinstance(o, VideoError)]

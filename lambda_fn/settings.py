@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
+from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
@@ -40,7 +41,8 @@ class RecognitionOptions(BaseSettings):
         default=600.0,
         gt=0,
         description="A video still being processed after this long fails with 'too_slow' "
-        "(an error.json, rather than the function timing out with no output).",
+        "(an error.json, rather than the function timing out with no output); the "
+        "invocation's remaining time less deadline_margin_s applies when it is shorter.",
     )
     workers: int = Field(
         default=0,
@@ -96,8 +98,24 @@ class FunctionSettings(BaseSettings):
     deadline_margin_s: float = Field(
         default=30.0,
         ge=0,
-        description="SQS batches: records not started with less time left are handed back.",
+        description="A video's work stops this long before the invocation's time runs out "
+        "(or at half the time left, if less), so a too-slow video still gets its "
+        "'too_slow' error.json; SQS records not started with less time left are handed back.",
     )
     function_version: str = Field(
         default="", description="Build version reported in results (set by the image build)."
     )
+    csv_key: Annotated[str, AfterValidator(validate_csv_key)] = Field(
+        default=DEFAULT_CSV_KEY,
+        description="Key of the CSV answer: '{stem}' is the input key without its extension, "
+        "so '{stem}' alone is the classic handler's key (test_0.mp4 -> test_0). The watcher's "
+        "csv_key must be the same.",
+    )
+    csv_header: bool = Field(
+        default=False, description="Write a 'name,major,year' header row first."
+    )
+
+    @property
+    def naming(self) -> ResultNaming:
+        """Where this function writes each result file."""
+        return ResultNaming(self.csv_key)

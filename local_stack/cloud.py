@@ -55,9 +55,10 @@ def write_state(state_dir: Path, resources: Resources) -> Path:
         "HYBRID_KNOWN_FACES": resources.known_faces_uri,
     }
     lines = [f"export {name}={shlex.quote(value)}" for name, value in env.items() if value]
+    # The JSON last: readers wait for it, then read both (the .env must already be there).
     for name, text in (
-        (STATE_FILE, resources.to_json() + "\n"),
         (ENV_FILE, "\n".join(lines) + "\n"),
+        (STATE_FILE, resources.to_json() + "\n"),
     ):
         tmp = state_dir / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
@@ -65,15 +66,55 @@ def write_state(state_dir: Path, resources: Resources) -> Path:
     return state_dir / STATE_FILE
 
 
+class CannotListen(Exception):
+    """moto's server could not bind its address."""
+
+
+class MotoServer:
+    """moto's server in a thread of this process, its socket bound before this returns.
+
+    moto's own ThreadedMotoServer binds inside its thread and, if that fails (port taken),
+    waits forever for a server that will never be ready: the process neither serves nor exits.
+    Binding here raises OSError instead.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            host, port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+
 def start_and_provision(
     settings: WatcherSettings, options: LocalCloudOptions
-) -> tuple[object, Resources]:
-    """Start moto's server and provision it; returns (server, resources). Caller stops server."""
-    from moto.server import ThreadedMotoServer
+) -> tuple[MotoServer, Resources]:
+    """Start moto's server and provision it; returns (server, resources). Caller stops server.
 
+    Raises CannotListen if the port cannot be bound (taken, or not an address of this host).
+    """
     _check_loopback(options.host)
-    server = ThreadedMotoServer(ip_address=options.host, port=options.port, verbose=False)
-    server.start()
+    try:
+        server = MotoServer(options.host, options.port)
+    except OSError as error:
+        raise CannotListen(f"{options.host}:{options.port}: {error.strerror or error}") from error
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     try:
@@ -101,8 +142,12 @@ def start_and_provision(
 
 
 def run_local_cloud(settings: WatcherSettings, options: LocalCloudOptions) -> int:
-    """Serve until SIGINT/SIGTERM; returns the exit status."""
-    server, resources = start_and_provision(settings, options)
+    """Serve until SIGINT/SIGTERM; returns the exit status (1: the port cannot be bound)."""
+    try:
+        server, resources = start_and_provision(settings, options)
+    except CannotListen as error:
+        log.error("local_cloud.cannot_listen", error=str(error))
+        return 1
     state_path = write_state(options.state_dir, resources)
     stop = threading.Event()
     received: list[str] = []
@@ -128,5 +173,5 @@ def run_local_cloud(settings: WatcherSettings, options: LocalCloudOptions) -> in
         stop.wait()
         log.info("local_cloud.stopping", signal=received[0] if received else None)
     finally:
-        server.stop()  # type: ignore[attr-defined]
+        server.stop()
     return 0

@@ -1,4 +1,4 @@
-"""`hybrid-watcher demo`: the whole pipeline on one machine, as three supervised processes.
+"""`hybrid-local demo`: the whole pipeline on one machine, as three supervised processes.
 
 local cloud (moto's server, provisioned) → `hybrid-lambda serve-local` (the real handler in
 Lambda-like worker processes) → `hybrid-watcher run` (the daemon, staging root under
@@ -6,11 +6,16 @@ Lambda-like worker processes) → `hybrid-watcher run` (the daemon, staging root
 while the others keep their state, and Ctrl-C stops all three, watcher first. With
 `--samples DIR` it also drops the videos in DIR, waits for their results, prints a table and
 exits 0 only if all are correct.
+
+No part outlives the supervisor: each is told by the kernel (parent-death signal) to stop when
+the supervisor goes, however it goes (Ctrl-C, SIGTERM, SIGHUP, kill -9), and the runtime's
+execution environments likewise die with the runtime.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -24,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from hybrid_common.config import EX_CONFIG
+from hybrid_common.lifetime import preexec_die_with_parent
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import read_students
 from local_stack.cloud import ENV_FILE, STATE_FILE
@@ -42,6 +48,10 @@ RESTART_DELAY_S = 1.0
 # A part that keeps dying is a bug to look at, not something to hammer on forever.
 MAX_RESTARTS_PER_MINUTE = 5
 STOP_TIMEOUT_S = 60.0
+# A terminal's Ctrl-C reaches the supervisor twice: from the terminal (the whole foreground
+# group gets SIGINT) and again from `uv run`, which forwards it. A SIGINT this soon after the
+# first is the same Ctrl-C; only a later one forces the stop.
+SAME_CTRL_C_S = 1.0
 
 
 @dataclass
@@ -56,8 +66,13 @@ class Part:
 
     def start(self) -> None:
         # Own session: Ctrl-C reaches only the supervisor, which then stops parts in order.
+        # SIGTERM when the supervisor dies (even by kill -9): the part stops as if told to.
+        # Only the main thread starts parts: the signal follows the thread that forked.
         self.process = subprocess.Popen(  # noqa: S603 - argv is built here from sys.executable
-            self.argv, env=self.env, start_new_session=True
+            self.argv,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=preexec_die_with_parent(signal.SIGTERM),  # noqa: PLW1509 - prctl only
         )
         log.info("demo.part_started", part=self.name, pid=self.process.pid)
 
@@ -76,6 +91,12 @@ class Part:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the part's whole process group (it leads its own session); no waiting."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def write_watcher_config(state_dir: Path, cloud_env: dict[str, str]) -> Path:
@@ -119,6 +140,7 @@ class Demo:
         self.args = args
         self.state_dir: Path = args.state_dir.resolve()
         self.should_exit = threading.Event()
+        self.first_signal_at: float | None = None
         self.parts: list[Part] = []
 
     def base_env(self) -> dict[str, str]:
@@ -131,7 +153,7 @@ class Demo:
         env["HYBRID_STAGING_ROOT"] = str(self.state_dir)
         return env
 
-    def start_cloud(self) -> dict[str, str]:
+    def start_cloud(self) -> dict[str, str] | None:
         state = self.state_dir / STATE_FILE
         state.unlink(missing_ok=True)
         (self.state_dir / WATCHER_CONFIG_FILE).unlink(missing_ok=True)  # a stale endpoint
@@ -142,10 +164,12 @@ class Demo:
         if self.args.known_faces:
             argv += ["--known-faces", str(self.args.known_faces)]
         cloud = Part("local-cloud", argv, self.base_env())
+        self.parts.append(cloud)  # listed before it runs: a signal now still finds it
         cloud.start()
-        self.parts.append(cloud)
         deadline = time.monotonic() + 60
         while not state.exists():
+            if self.should_exit.is_set():
+                return None  # Ctrl-C during start-up: stop now, not once the cloud is up
             if not cloud.running() or time.monotonic() > deadline:
                 raise RuntimeError("the local cloud did not come up (see its log above)")
             time.sleep(0.1)
@@ -155,6 +179,8 @@ class Demo:
 
     def start(self) -> None:
         env = self.start_cloud()
+        if env is None:
+            return
         runtime_argv = [sys.executable, "-m", "local_stack", "serve"]
         runtime_argv += ["--cloud-state", str(self.state_dir / STATE_FILE)]
         if self.args.port == 0:
@@ -187,7 +213,29 @@ class Demo:
         # Watcher first (it drains), then the runtime, then the cloud they both talk to.
         for part in reversed(self.parts):
             code = part.stop()
-            log.info("demo.part_stopped", part=part.name, exit_status=code)
+            # A closed terminal (SIGHUP) makes writing fail: stopping the parts must not.
+            with contextlib.suppress(OSError):
+                log.info("demo.part_stopped", part=part.name, exit_status=code)
+
+    def handle_signal(self, signum: int) -> None:
+        """First signal: stop in order. A SIGINT after the same-Ctrl-C window: force."""
+        now = time.monotonic()
+        if self.first_signal_at is None:
+            self.first_signal_at = now
+            self.should_exit.set()
+            return
+        if signum == signal.SIGINT and now - self.first_signal_at > SAME_CTRL_C_S:
+            self.force_stop()
+
+    def force_stop(self) -> None:
+        """Second Ctrl-C: kill every part now and leave (no orderly stop, no waiting)."""
+        for part in self.parts:
+            part.kill()  # the runtime's environments die with it (their parent-death signal)
+        # os.write, not print or a log line: we are in a signal handler, and the main thread
+        # may be halfway through writing to stderr (a reentrant write raises).
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), b"demo: forced stop; parts killed\n")
+        os._exit(130)
 
     def status_command(self) -> str:
         """How to reach this demo from another terminal (watcher.settings' search order)."""
@@ -282,13 +330,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     demo = Demo(args)
 
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        if demo.should_exit.is_set():
-            os._exit(130)  # second Ctrl-C: leave now; the parts get their own SIGTERM below
-        demo.should_exit.set()
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        demo.handle_signal(signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP: the terminal closed; stop as for Ctrl-C rather than die and leave the parts.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     status = 0
     try:
         demo.start()

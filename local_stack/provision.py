@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.logs import get_logger
+from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, s3_filter_rules
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -26,11 +27,12 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# Where the function finds the known faces when they are provisioned into the cloud: the SAM
-# template's default KnownFacesKey, in the input bucket, outside the key prefix (so it never
-# triggers the function and no watcher's upload can overwrite it).
-KNOWN_FACES_KEY = "config/known_faces.json"
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+# Where the function finds the known faces when they are provisioned into the cloud: the input
+# bucket, as on AWS (the SAM template's KnownFacesKey default). Not a video suffix, so it never
+# triggers; starting with '_', outside every node's prefix. Never the output bucket: the
+# function writes there, at any key a video was put at (`_assets/known_faces.mp4` would have
+# overwritten it with its details JSON).
+KNOWN_FACES_KEY = "_assets/known_faces.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,12 @@ class Clients:
     s3: S3Client
     dynamodb: DynamoDBClient
     sqs: SQSClient
+
+
+# AWS's advice for an SQS event source is at least 5 receives, so that a throttled or briefly
+# failing batch is not dead-lettered; deploy/aws/template.yaml says the same (held to it by
+# tests/deploy/test_local_provisioning.py).
+MAX_RECEIVE_COUNT = 5
 
 
 def make_clients(endpoint_url: str | None, region: str) -> Clients:
@@ -135,16 +143,18 @@ def ensure_queue(sqs: SQSClient, name: str, attributes: dict[str, str]) -> tuple
 
 
 def ensure_notification(s3: S3Client, bucket: str, queue_arn: str) -> None:
-    """Input bucket → queue on ObjectCreated for video suffixes (one rule per suffix: S3 allows
-    a single suffix filter per configuration)."""
+    """Input bucket → queue on ObjectCreated, as the SAM template's sqs mode sets it: one
+    configuration per suffix of `hybrid_common.video_suffixes` (S3 allows a single suffix rule
+    per configuration), at any key."""
     configs: list[Any] = [
         {
+            # Ids are case-sensitive too: `video-mp4` and `video-MP4` are two configurations.
             "Id": f"video{suffix.replace('.', '-')}",
             "QueueArn": queue_arn,
             "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "suffix", "Value": suffix}]}},
+            "Filter": {"Key": {"FilterRules": s3_filter_rules(suffix)}},
         }
-        for suffix in VIDEO_SUFFIXES
+        for suffix in TRIGGER_SUFFIXES
     ]
     s3.put_bucket_notification_configuration(
         Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configs}
@@ -164,14 +174,16 @@ def provision(
     ensure_table(clients.dynamodb, resources.table)
     dlq_name = resources.dead_letter_queue or f"{resources.queue}-dlq"
     dlq_url, dlq_arn = ensure_queue(clients.sqs, dlq_name, {"MessageRetentionPeriod": "1209600"})
-    # Lambda's rule: the queue's visibility timeout is the function's timeout, and a message
-    # is retried twice (three receives) before it moves to the dead-letter queue.
+    # Lambda's rule: the queue's visibility timeout is the function's timeout. A message moves to
+    # the dead-letter queue after MAX_RECEIVE_COUNT receives, as in the SAM template.
     queue_url, queue_arn = ensure_queue(
         clients.sqs,
         resources.queue,
         {
             "VisibilityTimeout": str(function_timeout_s),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+            ),
         },
     )
     ensure_notification(clients.s3, resources.input_bucket, queue_arn)

@@ -213,6 +213,7 @@ class ServeLocal:
                 "HYBRID_ENDPOINT_URL": resources.endpoint_url or "",
                 "HYBRID_REGION": resources.region,
                 "HYBRID_QUEUE": resources.queue,
+                "HYBRID_INPUT_BUCKET": resources.input_bucket,
                 "HYBRID_OUTPUT_BUCKET": resources.output_bucket,
                 "HYBRID_HANDLER": "stand_in_handler.handler",
                 "HYBRID_LOG_FORMAT": "json",

@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import json
 import os
 import signal
 import stat
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,20 @@ import structlog
 
 from hybrid_common.keys import InputKey, ResultKind, node_prefix, safe_name, stem_of
 from hybrid_common.logs import get_logger
-from hybrid_common.results import ErrorDoc, PersonRow, parse_csv, render_csv
+from hybrid_common.results import ErrorDoc, PersonRow, render_csv
 from watcher.journal import OPEN, AsyncJournal, State, Submission, new_submission_id
 from watcher.metrics import Metrics
-from watcher.results import ResultPoller, ResultReady
+from watcher.results import (
+    CsvSummary,
+    ResultFiles,
+    ResultPoller,
+    ResultReady,
+    ResultUnreadable,
+    prepare_csv,
+)
 from watcher.settings import WatcherSettings
 from watcher.sniff import kind_of, normalise_extensions, sniff
-from watcher.staging import Staging, write_atomic
+from watcher.staging import RAW_RESULT_SUFFIX, Staging, write_atomic
 from watcher.trigger import TriggerFailed, invoke_function
 from watcher.uploader import (
     Uploader,
@@ -222,6 +229,8 @@ class Pipeline:
                 earlier = await self.journal.done_with_sha256(sha256, sub.id)
                 if earlier is not None and await self._reuse(sub, earlier, sha256):
                     return
+            # `uploading` already: an attempt that did not reach `uploaded` may have stored it.
+            may_be_stored = sub.state is State.UPLOADING
             sub = await self.journal.transition(
                 sub.id, State.UPLOADING, attempts=sub.attempts + 1, sha256=sha256, size=size,
                 detail={"attempt": sub.attempts + 1, "sha256": sha256},
@@ -230,6 +239,7 @@ class Pipeline:
             request = UploadRequest(
                 staged, sub.key, sha256, size,
                 upload_metadata(sub.original_name, sha256, self.settings.node_id), fingerprint,
+                may_be_stored=may_be_stored,
             )  # fmt: skip
             try:
                 result = await self.uploader.upload(request)
@@ -240,6 +250,7 @@ class Pipeline:
             except asyncio.CancelledError:
                 log.warning("upload.interrupted", key=sub.key, state=str(State.UPLOADING))
                 raise
+            self._crash_point("sent")  # stored in S3, not yet `uploaded` in the journal
             sub = await self.journal.transition(
                 sub.id, State.UPLOADED, uploaded_at=time.time(), etag=result.etag,
                 detail={"bytes": result.bytes, "seconds": round(result.seconds, 3),
@@ -261,6 +272,10 @@ class Pipeline:
                     return
                 log.warning("trigger.deferred", submission=sub.id, reason=error.reason)
             else:
+                # A crash from here to the commit invokes again after the restart: invocation
+                # is at least once (as Lambda's own async invokes are); the outputs are keyed by
+                # the input key, so a repeat rewrites the same result, collected once.
+                self._crash_point("invoked")
                 sub = await self.journal.update(sub.id, triggered=True, event="triggered")
         self.awaiting[sub.id] = sub
 
@@ -286,7 +301,8 @@ class Pipeline:
             log.info("result.not_reusable", earlier=earlier.id, reason="no rows recorded")
             return False
         target = self.staging.companion(Path(sub.staged_path), ResultKind.CSV.value)
-        await asyncio.to_thread(write_atomic, target, render_csv(rows).encode())
+        text = render_csv(rows, header=self.settings.csv_header)
+        await asyncio.to_thread(write_atomic, target, text.encode())
         summary = {**(earlier.result or {}), "reused_from": earlier.id}
         summary["latency_s"] = round(time.time() - sub.created_at, 3)
         await self.conclude(sub, State.DONE, result=summary, event="result.reused", sha256=sha256)
@@ -324,52 +340,78 @@ class Pipeline:
                     self.awaiting[sub.id] = current
 
     async def _collect(self, sub: Submission, ready: ResultReady) -> None:
-        try:
-            files = await self.poller.fetch(ready)
-        except Exception as error:
-            log.warning("result.fetch_failed", key=ready.key, error=str(error))
-            self.awaiting[sub.id] = sub  # the next poll lists it again
-            return
         staged = Path(sub.staged_path)
         latency = round(time.time() - sub.created_at, 3)
-        timings = (files.details or {}).get("timings")
-        if files.error is not None:
-            doc = files.error
-            await asyncio.to_thread(
-                write_atomic, self.staging.companion(staged, ResultKind.ERROR.value),
-                (doc.to_json() + "\n").encode(),
-            )  # fmt: skip
+        try:
+            # The files stay within the poller's byte budget until they are on disk.
+            async with AsyncExitStack() as held:
+                try:
+                    files = await held.enter_async_context(self.poller.fetch(ready))
+                except ResultUnreadable:
+                    raise
+                except Exception as error:
+                    log.warning("result.fetch_failed", key=ready.key, error=str(error))
+                    self.awaiting[sub.id] = sub  # the next poll lists it again
+                    return
+                doc, timings = files.error, files.timings
+                summary = CsvSummary()
+                if doc is None:
+                    summary = await asyncio.to_thread(self._write_results, staged, files)
+                else:
+                    await asyncio.to_thread(
+                        write_atomic, self.staging.companion(staged, ResultKind.ERROR.value),
+                        (doc.to_json() + "\n").encode(),
+                    )  # fmt: skip
+                del files  # the bytes go with the budget they were counted in
+        except ResultUnreadable as bad:
+            # Fetching it again cannot help: fail now, keeping what was fetched for a person.
+            if bad.raw is not None:
+                await asyncio.to_thread(
+                    write_atomic, self.staging.companion(staged, RAW_RESULT_SUFFIX), bad.raw
+                )
+            self.metrics.failures.labels(stage="result").inc()
+            await self.fail(sub, "result", bad.code, bad.message)
+            return
+        if doc is not None:
             reason = {"code": doc.code, "message": doc.message, "request_id": doc.request_id}
-            summary = {"error": reason, "latency_s": latency}
             self.metrics.failures.labels(stage="function").inc()
             await self.conclude(
-                sub, State.FAILED, result=summary, error=f"{doc.code}: {doc.message}",
-                event="result.failed",
+                sub, State.FAILED, result={"error": reason, "latency_s": latency},
+                error=f"{doc.code}: {doc.message}", event="result.failed",
             )  # fmt: skip
             return
-        rows = parse_csv(files.csv_text or "")
-        await asyncio.to_thread(self._write_results, staged, files.csv_text or "",
-                                files.details, files.faces_jpg)  # fmt: skip
-        summary = {
-            "people": [row.name for row in rows],
-            "rows": [[row.name, row.major, row.year] for row in rows],
+        result: dict[str, Any] = {
+            "people": [row.name for row in summary.rows],
+            "people_count": summary.count,
             "latency_s": latency,
             "timings": timings,
             "result_key": ready.key,
         }
+        if summary.complete:  # rows cut short must not stand for the answer (e.g. for reuse)
+            result["rows"] = [[row.name, row.major, row.year] for row in summary.rows]
         self.metrics.result_latency.observe(latency)
-        await self.conclude(sub, State.DONE, result=summary, event="result.received")
+        await self.conclude(sub, State.DONE, result=result, event="result.received")
 
-    def _write_results(
-        self, staged: Path, csv_text: str, details: dict[str, Any] | None, faces: bytes | None
-    ) -> None:
-        if details is not None:
-            data = (json.dumps(details, indent=2, ensure_ascii=False) + "\n").encode()
-            write_atomic(self.staging.companion(staged, ResultKind.DETAILS.value), data)
-        if faces is not None:
-            write_atomic(self.staging.companion(staged, ResultKind.FACES.value), faces)
-        # The CSV last, as the function does: its presence means the group is complete.
-        write_atomic(self.staging.companion(staged, ResultKind.CSV.value), csv_text.encode())
+    def _write_results(self, staged: Path, files: ResultFiles) -> CsvSummary:
+        """Stage a result's files beside the video; returns the CSV's (bounded) summary."""
+        csv_path = self.staging.companion(staged, ResultKind.CSV.value)
+        # Checked and rendered first, renamed into place last: an unreadable CSV fails the
+        # submission before anything else is written.
+        csv_tmp, summary = prepare_csv(files.csv or b"", csv_path, header=self.settings.csv_header)
+        try:
+            if files.details is not None:  # byte for byte, as the function wrote it
+                write_atomic(
+                    self.staging.companion(staged, ResultKind.DETAILS.value), files.details
+                )
+            if files.faces_jpg is not None:
+                write_atomic(
+                    self.staging.companion(staged, ResultKind.FACES.value), files.faces_jpg
+                )
+            # The CSV last, as the function does: its presence means the group is complete.
+            csv_tmp.replace(csv_path)
+        finally:
+            csv_tmp.unlink(missing_ok=True)
+        return summary
 
     async def check_deadlines(self, now: float) -> list[str]:
         """Log `result.overdue` once per submission; past the hard deadline, time it out.

@@ -33,7 +33,8 @@ from hybrid_common.config import (
     check_writable_dir,
     exit_on_config_error,
 )
-from hybrid_common.keys import validate_segment
+from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key, validate_segment
+from hybrid_common.video_suffixes import VIDEO_EXTENSIONS
 
 DEFAULT_CONFIG_FILE = Path("/etc/hybrid-watcher/config.toml")
 # Relative to the current folder: the demo's, found by commands run beside `make demo`.
@@ -117,7 +118,8 @@ class WatcherSettings(BaseSettings):
 
     # --- intake ---
     allowed_extensions: list[str] = Field(
-        default=["mp4", "m4v", "mov", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "3gp", "wmv"],
+        # The function's trigger is defined by the same list: every one of these gets a result.
+        default_factory=lambda: list(VIDEO_EXTENSIONS),
         description="File extensions taken from the inbox (case-insensitive); content is "
         "sniffed as well.",
     )
@@ -213,7 +215,26 @@ class WatcherSettings(BaseSettings):
     poll_max_interval_s: float = Field(default=30.0, gt=0.0)
     poll_page_size: int = Field(default=1000, ge=1, le=1000)
     result_max_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1024, description="Larger result files are not fetched."
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest CSV or contact sheet fetched; a larger CSV fails its submission "
+        "(result_too_large), a larger contact sheet is left out.",
+    )
+    result_json_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest details or error JSON fetched (the function writes 1-3 KB): a "
+        "larger details file is left out, a larger error file fails its submission.",
+    )
+    csv_key: Annotated[str, AfterValidator(validate_csv_key)] = Field(
+        default=DEFAULT_CSV_KEY,
+        description="Key of the CSV answer, as the function's HYBRID_CSV_KEY: '{stem}' is the "
+        "input key without its extension ('{stem}' alone: the classic handler's key).",
+    )
+    csv_header: bool = Field(
+        default=False,
+        description="The function writes a 'name,major,year' header (its HYBRID_CSV_HEADER); "
+        "the CSV in done/ has one too.",
     )
 
     @field_validator("sse_kms_key_id")
@@ -264,6 +285,11 @@ class WatcherSettings(BaseSettings):
     @property
     def journal_path(self) -> Path:
         return self.staging_root / "journal.sqlite3"
+
+    @property
+    def naming(self) -> ResultNaming:
+        """Where the function writes each result file (csv_key)."""
+        return ResultNaming(self.csv_key)
 
 
 def load_settings(**overrides: object) -> WatcherSettings:

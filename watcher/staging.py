@@ -22,8 +22,10 @@ from hybrid_common.keys import ResultKind
 from watcher.moves import TEMP_SUFFIX, move_no_replace, rename_no_replace, same_file
 from watcher.taken_names import TakenStems
 
+# The bytes of a result file the watcher could not read, kept beside the video in failed/.
+RAW_RESULT_SUFFIX = ".result.raw"
 # Every suffix a group can hold besides the video's own extension.
-RESULT_SUFFIXES: tuple[str, ...] = tuple(kind.value for kind in ResultKind)
+RESULT_SUFFIXES: tuple[str, ...] = (*(kind.value for kind in ResultKind), RAW_RESULT_SUFFIX)
 FOLDERS = ("inbox", "processing", "done", "failed", "rejected")
 REASON_SUFFIX = ".reason.json"
 # Linux allows 255 bytes per name. A video's name must leave room for the longest thing added

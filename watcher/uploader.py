@@ -81,6 +81,8 @@ class UploadRequest:
     # Taken before hashing; checked again once all bytes are sent, so an object whose bytes
     # may mix old and new content is never completed (multipart) or kept (single PUT).
     fingerprint: Fingerprint | None = None
+    # An earlier attempt may have stored it (the journal says `uploading`): look before a PUT.
+    may_be_stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,12 @@ class Uploader:
             self._checksum_param: checksum,
         }
 
+        # Every PUT is an ObjectCreated event on AWS, i.e. one more run of the function: when
+        # an earlier run may have sent it, ask first whether S3 already holds these bytes.
+        if request.may_be_stored and (etag := await self._already_stored(request, budget)):
+            log.info("upload.already_present", etag=etag)
+            return etag
+
         async def put() -> str:
             await self.pacer.request(request.size)
             handle = await asyncio.to_thread(request.path.open, "rb")
@@ -362,20 +370,25 @@ class Uploader:
         """The ETag of this very file if the key already holds it (same size and sha256)."""
 
         async def head() -> str | None:
-            await self.pacer.request()
-            try:
-                response = await self._s3.head_object(Bucket=self._bucket, Key=request.key)
-            except Exception as error:
-                if error_code(error) in ABSENT_ON_HEAD:
-                    return None
-                raise
-            same = (
-                response["ContentLength"] == request.size
-                and response.get("Metadata", {}).get(META_SHA256) == request.sha256
-            )
-            return str(response["ETag"]) if same else None
+            return await self._stored_etag(request)
 
         return await budget.call("upload", head, key=request.key)
+
+    async def _stored_etag(self, request: UploadRequest) -> str | None:
+        """One HEAD: the ETag if the key holds this file (size and the sha256 it was sent with;
+        S3 checked the bytes against that sha256's x-amz-checksum when it stored them)."""
+        await self.pacer.request()
+        try:
+            response = await self._s3.head_object(Bucket=self._bucket, Key=request.key)
+        except Exception as error:
+            if error_code(error) in ABSENT_ON_HEAD:
+                return None
+            raise
+        same = (
+            response["ContentLength"] == request.size
+            and response.get("Metadata", {}).get(META_SHA256) == request.sha256
+        )
+        return str(response["ETag"]) if same else None
 
     async def _find_resumable(
         self, request: UploadRequest, budget: RetryBudget

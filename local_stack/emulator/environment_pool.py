@@ -3,7 +3,8 @@
 One `multiprocessing.Process` per environment with its own pipe, so a stuck or crashed one can
 be killed and replaced alone (a ProcessPoolExecutor cannot kill one worker). The pool counts
 reservations (invocations running or about to) against the concurrency limit, and logs
-`scale.changed` whenever the number of live environments changes.
+`scale.changed` whenever the number of live environments changes. An environment dies with
+the runtime, however the runtime dies (kill -9 included): see `_environment_main`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import count
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from hybrid_common.lifetime import die_with_parent
 from hybrid_common.logs import get_logger
 from local_stack.emulator.execution_env import (
     INIT_ERROR,
@@ -77,6 +80,15 @@ class Invocation:
             return "Unhandled"
 
 
+def _environment_main(runtime_pid: int, conn: Connection, spec: EnvironmentSpec) -> None:
+    """An environment's entry point: killed by the kernel if the runtime dies.
+
+    Its pipe alone is not enough: a handler busy on a video reads it only when done.
+    """
+    die_with_parent(signal.SIGKILL, runtime_pid)
+    worker_main(conn, spec)
+
+
 def _runtime_error(request_id: str, error_type: str, message: str) -> str:
     return json.dumps(
         {"errorType": error_type, "errorMessage": f"RequestId: {request_id} Error: {message}"}
@@ -98,8 +110,8 @@ class Worker:
         env.setdefault("HYBRID_WORKERS", os.environ.get("HYBRID_WORKERS", "1"))
         self._conn, child_conn = _CONTEXT.Pipe()
         self.process = _CONTEXT.Process(
-            target=worker_main,
-            args=(child_conn, replace(spec, env=env)),
+            target=_environment_main,
+            args=(os.getpid(), child_conn, replace(spec, env=env)),
             name=f"lambda-env-{self.number}",
         )
         self.process.start()
@@ -275,6 +287,10 @@ class WorkerPool:
         idle_scale_down_s: float,
     ) -> None:
         self._factory = factory
+        # Environments are started from this one thread, which lives as long as the pool: the
+        # kernel's parent-death signal follows the thread that forked, and the threads that
+        # invoke come and go (the Invoke API starts one per request).
+        self._spawner = ThreadPoolExecutor(1, thread_name_prefix="env-spawner")
         self.limit = limit
         self._idle_s = idle_scale_down_s
         self._cond = threading.Condition()
@@ -343,7 +359,7 @@ class WorkerPool:
                 self._scale(+1, "backlog")
         if worker is None:
             try:
-                worker = self._factory()
+                worker = self._spawner.submit(self._factory).result()
             except BaseException:
                 with self._cond:
                     self._scale(-1, "spawn_failed")
@@ -390,6 +406,8 @@ class WorkerPool:
             worker.terminate()
         for worker in idle:
             self._retire(worker, reason="shutdown", graceful=True)
+        # Last: an environment whose spawning thread exits is killed by the kernel.
+        self._spawner.shutdown(wait=False)
 
     def _retire(self, worker: Worker, *, reason: str, graceful: bool = False) -> None:
         if graceful:

@@ -5,6 +5,10 @@ no AWS. `RequestResponse` runs the handler and answers 200 with its JSON (plus
 `X-Amz-Function-Error: Unhandled` when it failed), or 429 when every concurrency slot is busy,
 as Lambda throttles; `Event` answers 202 at once and queues the event, retried twice on
 failure like Lambda's asynchronous invocations; `DryRun` answers 204.
+
+Unlike Lambda's, this API has no authentication: it binds loopback unless told otherwise, and
+runs the function only for events about the configured input bucket (403
+AccessDeniedException otherwise), since the function's credentials may reach other buckets.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hybrid_common.logs import get_logger
+from lambda_fn.s3_events import EventFormatError, S3Event, Source, SQSEvent, source_of
 from local_stack.emulator.dedupe import DedupeRegistry, object_versions
 from local_stack.emulator.environment_pool import Invocation, WorkerPool
 from local_stack.emulator.sqs_source import InvocationLogger
@@ -44,6 +49,34 @@ def function_name_of(name_or_arn: str) -> str:
     if len(parts) >= 3 and parts[1] == "function":  # partial ARN `ACCOUNT:function:NAME`
         return parts[2]
     return parts[0]
+
+
+def buckets_named(event: Any) -> set[str]:
+    """Every bucket an S3 or SQS-wrapped S3 event names; records that cannot be read (the
+    handler refuses those too) name none."""
+    try:
+        source = source_of(event)
+    except EventFormatError:
+        return set()
+    if source is Source.TEST:
+        return set()
+    if source is Source.S3:
+        events = [S3Event(event)]
+    else:
+        events = []
+        for message in SQSEvent(event).records:
+            try:
+                events.append(message.s3_event)
+            except EventFormatError:
+                continue
+    buckets = set()
+    for s3_event in events:
+        for record in s3_event.records:
+            try:
+                buckets.add(record.object.bucket)
+            except EventFormatError:
+                continue
+    return buckets
 
 
 def tail_log(outcome: Invocation) -> str:
@@ -161,12 +194,14 @@ class InvokeApi:
         port: int,
         *,
         function_name: str,
+        input_bucket: str,
         pool: WorkerPool,
         invoker: AsyncInvoker,
         on_invocation: InvocationLogger,
         timeout_s: int,
     ) -> None:
         self.function_name = function_name
+        self.input_bucket = input_bucket
         self.pool = pool
         self.invoker = invoker
         self.on_invocation = on_invocation
@@ -220,6 +255,16 @@ class _Handler(BaseHTTPRequestHandler):
             event = json.loads(body or b"{}")
         except ValueError:
             self._error(400, "InvalidRequestContentException", "Could not parse request body")
+            return
+        foreign = buckets_named(event) - {api.input_bucket}
+        if foreign:
+            log.warning("invoke.refused", buckets=sorted(foreign), input_bucket=api.input_bucket)
+            self._error(
+                403,
+                "AccessDeniedException",
+                f"this local runtime runs the function only for input bucket "
+                f"{api.input_bucket!r}; the event names {sorted(foreign)}",
+            )
             return
         request_id = str(uuid.uuid4())
         if invocation_type == "DryRun":

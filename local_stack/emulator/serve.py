@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cloud-state",
         type=Path,
         metavar="FILE",
-        help="take endpoint, region, queue, output bucket, table and known faces from "
+        help="take endpoint, region, queue, input and output buckets, table and known faces "
+        "from "
         "`hybrid-local cloud`'s state file (var/local-cloud.json) where the "
         "environment does not set them",
     )
@@ -50,6 +51,7 @@ _STATE_ENV = {
     "endpoint_url": "HYBRID_ENDPOINT_URL",
     "region": "HYBRID_REGION",
     "queue": "HYBRID_QUEUE",
+    "input_bucket": "HYBRID_INPUT_BUCKET",
     "output_bucket": "HYBRID_OUTPUT_BUCKET",
     "table": "HYBRID_TABLE",
     "known_faces_uri": "HYBRID_KNOWN_FACES",

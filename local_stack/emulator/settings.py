@@ -38,6 +38,13 @@ class RuntimeSettings(BaseSettings):
         min_length=1,
         description="Queue the input bucket notifies: a name or a queue URL.",
     )
+    input_bucket: str = Field(
+        default="hybridsphere-input",
+        min_length=3,
+        description="The only bucket whose objects the Invoke API runs the function for (the "
+        "watcher's input_bucket): the API has no authentication, and the function's "
+        "credentials may reach other buckets.",
+    )
     function_name: str = Field(
         default="hybridsphere-face-recognition",
         min_length=1,
@@ -85,7 +92,8 @@ class RuntimeSettings(BaseSettings):
     invoke_api: bool = Field(default=True, description="Serve Lambda's Invoke API.")
     invoke_host: str = Field(
         default="127.0.0.1",
-        description="Invoke API address; loopback unless inside a private container network.",
+        description="Invoke API address; loopback unless inside a private container network "
+        "(the API has no authentication).",
     )
     invoke_port: int = Field(default=9001, ge=0, le=65535, description="0 picks a free port.")
     async_retry_delay_s: float = Field(

@@ -10,10 +10,12 @@ from hybrid_common.keys import (
     MAX_NAME_BYTES,
     InputKey,
     ResultKind,
+    ResultNaming,
     result_key,
     safe_name,
     split_result_key,
     stem_of,
+    validate_csv_key,
 )
 
 SAFE_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -84,3 +86,62 @@ def test_stem_keeps_inner_dots() -> None:
     assert result_key("a/clip.v2.mp4", ResultKind.ERROR) == "a/clip.v2.error.json"
     assert split_result_key("a/clip.faces.jpg") == ("a/clip", ResultKind.FACES)
     assert split_result_key("a/clip.mp4") is None
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "expected"),
+    [
+        ("{stem}.csv", "videos/n/s/test_0.mp4", "videos/n/s/test_0.csv"),
+        ("{stem}", "test_0.mp4", "test_0"),  # the classic handler's key
+        ("{stem}", "videos/n/s/clip.v2.mp4", "videos/n/s/clip.v2"),
+        ("{stem}-result.txt", "a/clip.mov", "a/clip-result.txt"),
+    ],
+)
+def test_csv_key_template_names_the_csv(template: str, name: str, expected: str) -> None:
+    naming = ResultNaming(template)
+    assert naming.key(name, ResultKind.CSV) == expected
+    assert (stem_of(name), ResultKind.CSV) in naming.finals(expected)
+    # The companions keep their names whatever the CSV's.
+    assert naming.key(name, ResultKind.DETAILS) == stem_of(name) + ".json"
+    assert naming.key(name, ResultKind.ERROR) == stem_of(name) + ".error.json"
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{stem}.json", "companion"),
+        ("{stem}.error.json", "companion"),
+        ("{stem}.faces.jpg", "companion"),
+        ("{stem}.x.json", "companion"),
+        ("{stem}.jpg", "companion"),
+        ("results/{stem}.csv", "start with"),
+        ("{name}.csv", "start with"),
+        ("{stem}.{ext}", "only"),
+        ("{stem}{stem}", "only"),
+        ("{stem}.c}sv", "only"),
+        ("{stem}/result.csv", "only"),
+        ("test_0.csv", "start with"),
+        ("", "start with"),
+    ],
+)
+def test_csv_key_template_is_refused_when_it_could_collide(template: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        validate_csv_key(template)
+
+
+@given(
+    st.sampled_from(["{stem}.csv", "{stem}", "{stem}-out.csv", "{stem}_r"]),
+    st.sampled_from(list(ResultKind)),
+    st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,20}\.(mp4|mkv|mov)", fullmatch=True),
+)
+def test_every_final_result_key_is_found_by_its_stem(
+    template: str, kind: ResultKind, name: str
+) -> None:
+    naming = ResultNaming(template)
+    key = f"videos/node/sub/{name}"
+    result = naming.key(key, kind)
+    finals = naming.finals(result)
+    if kind in (ResultKind.CSV, ResultKind.ERROR):
+        assert (stem_of(key), kind) in finals
+    else:  # a details file or a contact sheet never stands for this input's answer
+        assert all(stem != stem_of(key) for stem, _ in finals)

@@ -86,12 +86,15 @@ def _expected_function_grants(params: dict[str, str]) -> list[Grant]:
             ["logs:CreateLogStream", "logs:PutLogEvents"],
             [f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{n['function']}:*"],
         ),
-        _allow(["s3:GetObject"], [f"arn:aws:s3:::{n['input']}/{n['key_prefix']}/*"]),
+        # Any key of the input bucket may be a video (hybrid_common.video_suffixes); the
+        # known-faces file is there too.
+        _allow(["s3:GetObject"], [f"arn:aws:s3:::{n['input']}/*"]),
+        # So that a deleted input is a 404 (`input_missing`), not a 403; unconditioned, as
+        # HeadObject carries no s3:prefix.
+        _allow(["s3:ListBucket"], [f"arn:aws:s3:::{n['input']}"]),
         # Delete: a failure removes any earlier answer before writing <stem>.error.json.
-        _allow(
-            ["s3:PutObject", "s3:DeleteObject"],
-            [f"arn:aws:s3:::{n['output']}/{n['key_prefix']}/*"],
-        ),
+        # Results sit at their input's path: any key.
+        _allow(["s3:PutObject", "s3:DeleteObject"], [f"arn:aws:s3:::{n['output']}/*"]),
         _allow(
             ["dynamodb:BatchGetItem"],
             [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{n['table']}"],
@@ -99,8 +102,6 @@ def _expected_function_grants(params: dict[str, str]) -> list[Grant]:
         # The on-failure destination is written with the function's own role.
         _allow(["sqs:SendMessage"], [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{n['failed_queue']}"]),
     ]
-    if n["known_faces"]:
-        grants.append(_allow(["s3:GetObject"], [f"arn:aws:s3:::{n['input']}/{n['known_faces']}"]))
     if params["TriggerMode"] == "sqs":
         # What the SQS event source mapping polls with, on the function's role.
         grants.append(

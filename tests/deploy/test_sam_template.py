@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 from cfn_template import ACCOUNT, REPO, SAM_TEMPLATE, load_template, static_names
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from watcher.settings import WatcherSettings
 
 TEMPLATE = load_template()
 RESOURCES = TEMPLATE["Resources"]
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
 
 
 def _cfn_lint() -> str:
@@ -146,11 +147,17 @@ def test_function_is_an_image_built_by_sam_from_lambda_fn_dockerfile() -> None:
 
 
 def test_the_dockerfile_and_handler_named_by_the_template_exist() -> None:
-    dockerfile = REPO / "lambda_fn" / "Dockerfile"
-    handler = REPO / "lambda_fn" / "handler.py"
-    if not (dockerfile.exists() and handler.exists()):
-        pytest.skip("lambda_fn/Dockerfile or lambda_fn/handler.py not written yet (issue 3)")
-    assert "def handler(" in handler.read_text()
+    # No skip: a template naming a missing Dockerfile or handler is exactly what this catches.
+    fn = RESOURCES["FaceRecognitionFunction"]
+    dockerfile = (
+        SAM_TEMPLATE.parent / fn["Metadata"]["DockerContext"] / fn["Metadata"]["Dockerfile"]
+    )
+    assert dockerfile.is_file(), f"{dockerfile} named by the template does not exist"
+    (command,) = fn["Properties"]["ImageConfig"]["Command"]
+    module, _, function = command.rpartition(".")
+    handler = REPO / (module.replace(".", "/") + ".py")
+    assert handler.is_file(), f"{handler} named by the template does not exist"
+    assert f"def {function}(" in handler.read_text()
 
 
 def test_function_sizing_comes_from_parameters() -> None:
@@ -280,31 +287,7 @@ def _notifications(params: dict[str, str]) -> dict[str, Any]:
     return _resolved(params)["InputBucket"].get("NotificationConfiguration", {})
 
 
-@pytest.mark.parametrize(
-    ("mode", "kind", "target"),
-    [
-        ("s3", "LambdaConfigurations", "Function"),
-        ("sqs", "QueueConfigurations", "Queue"),
-    ],
-)
-def test_input_bucket_triggers_on_video_suffixes_under_the_prefix(
-    mode: str, kind: str, target: str
-) -> None:
-    config = _notifications({"TriggerMode": mode, "KeyPrefix": "clips"})
-    assert set(config) == {kind}
-    suffixes = []
-    for entry in config[kind]:
-        assert entry["Event"] == "s3:ObjectCreated:*"
-        rules = {rule["Name"]: rule["Value"] for rule in entry["Filter"]["S3Key"]["Rules"]}
-        assert rules["prefix"] == "clips/"
-        suffixes.append(rules["suffix"])
-    # One suffix per configuration (an S3 rule), one configuration per video type.
-    assert sorted(suffixes) == sorted(VIDEO_SUFFIXES)
-    names = static_names(TEMPLATE, {"TriggerMode": mode})
-    expected = names.attributes[
-        "FaceRecognitionFunction.Arn" if mode == "s3" else "InputEventsQueue.Arn"
-    ]
-    assert {entry[target] for entry in config[kind]} == {expected}
+# The triggers themselves: tests/deploy/test_video_triggers.py.
 
 
 def test_invoke_mode_has_no_bucket_notification() -> None:
@@ -324,7 +307,7 @@ def test_the_function_can_never_trigger_itself(mode: str) -> None:
         for st in statements
         if "s3:PutObject" in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
     ]
-    assert written == [f"arn:aws:s3:::{resolved['OutputBucket']['BucketName']}/videos/*"]
+    assert written == [f"arn:aws:s3:::{resolved['OutputBucket']['BucketName']}/*"]
 
 
 @pytest.mark.parametrize("mode", ["s3", "sqs", "invoke"])
@@ -404,3 +387,76 @@ def test_bucket_tags_are_valid_s3_tags(mode: str) -> None:
     for bucket in ("InputBucket", "OutputBucket"):
         for tag in r.resolve(RESOURCES[bucket]["Properties"]["Tags"]):
             assert re.fullmatch(r"[\w .:/=+\-@]{0,256}", tag["Value"]), tag
+
+
+KNOWN_FACES_PATTERN = re.compile(TEMPLATE["Parameters"]["KnownFacesKey"]["AllowedPattern"])
+KEY_PREFIX_PATTERN = re.compile(TEMPLATE["Parameters"]["KeyPrefix"]["AllowedPattern"])
+NODE_PATTERN = re.compile(TEMPLATE["Parameters"]["WatcherNodeId"]["AllowedPattern"])
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "videos/vm-1/known_faces.json",  # under a node's prefix: its PutObject grant reaches it
+        "videos/known_faces.json",
+        "clips/x/known_faces.json",
+        "config/known_faces.json",  # could be a KeyPrefix (`config`) of another deployment
+        "_assets/known_faces.npz",  # the loader reads JSON only
+        "_assets/known_faces.JSON",
+        "_assets/known_faces.json.mp4",  # would trigger the function
+        "_assets/*.json",  # an IAM wildcard in the ARN built from the key
+        "_assets/${aws:username}.json",  # an IAM policy variable
+        "_assets/../videos/vm-1/known_faces.json",
+        "_assets//known_faces.json",
+        "/_assets/known_faces.json",
+        "_assets/.hidden.json",
+        "_assets/known faces.json",
+        "_assets/known_faces.json\n",
+    ],
+)
+def test_known_faces_key_refuses_keys_a_watcher_could_overwrite_or_the_function_cannot_load(
+    key: str,
+) -> None:
+    assert not KNOWN_FACES_PATTERN.fullmatch(key)
+
+
+@pytest.mark.parametrize("key", ["", "_assets/known_faces.json", "_hs/v2/faces-2026.json"])
+def test_known_faces_key_accepts_the_default_and_plain_keys(key: str) -> None:
+    assert KNOWN_FACES_PATTERN.fullmatch(key)
+    assert TEMPLATE["Parameters"]["KnownFacesKey"]["Default"] == "_assets/known_faces.json"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.from_regex(KNOWN_FACES_PATTERN, fullmatch=True),
+    prefix=st.from_regex(KEY_PREFIX_PATTERN, fullmatch=True),
+    node=st.from_regex(NODE_PATTERN, fullmatch=True),
+)
+def test_no_accepted_known_faces_key_is_under_any_watchers_prefix(
+    key: str, prefix: str, node: str
+) -> None:
+    """The watcher policy's PutObject resource is `<KeyPrefix>/<WatcherNodeId>/*` (IAM's `*`
+    spans '/'): no key the parameter admits may match it, whatever the other parameters."""
+    grant = re.escape(f"{prefix}/{node}/").replace(r"\*", ".*") + ".*"
+    assert not re.fullmatch(grant, key, re.DOTALL)
+    assert not key.endswith((".mp4", ".MP4")) and (key == "" or key.endswith(".json"))
+
+
+@pytest.mark.slow
+def test_cfn_lint_refuses_a_known_faces_default_under_a_node_prefix(tmp_path: Path) -> None:
+    """The pattern is enforced: cfn-lint (E2015) rejects a default it does not admit."""
+    copy = tmp_path / "template.yaml"
+    copy.write_text(
+        SAM_TEMPLATE.read_text().replace(
+            "Default: _assets/known_faces.json", "Default: videos/vm-1/known_faces.json"
+        )
+    )
+    result = subprocess.run(
+        [_cfn_lint(), "--format", "parseable", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "E2015" in result.stdout

@@ -26,6 +26,8 @@ import boto3
 import pytest
 from cfn_template import ACCOUNT, NO_VALUE, REGION, Resolver, load_template
 
+from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, VIDEO_SUFFIXES, triggers
+
 TEMPLATE = load_template()
 IMAGE_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/hybridsphere:test"
 
@@ -477,7 +479,13 @@ def test_template_deploys_into_moto(endpoint: str, unique_name: str, mode: str) 
     kinds = {k for k in notifications if k.endswith("Configurations")}
     assert kinds == ({configured} if configured else set())
     if configured:
-        assert len(notifications[configured]) == 5
+        # As deployed: one configuration per trigger suffix, no prefix rule (any key).
+        rules = [
+            {r["Name"].lower(): r["Value"] for r in c["Filter"]["Key"]["FilterRules"]}
+            for c in notifications[configured]
+        ]
+        assert sorted(rule["suffix"] for rule in rules) == sorted(TRIGGER_SUFFIXES)
+        assert all("prefix" not in rule for rule in rules)
     assert not {
         k
         for k in c["s3"].get_bucket_notification_configuration(Bucket=output_bucket)
@@ -512,7 +520,9 @@ def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_sqs_mode_queues_only_videos_under_the_prefix(endpoint: str, unique_name: str) -> None:
+def test_sqs_mode_queues_every_video_at_any_key_and_nothing_else(
+    endpoint: str, unique_name: str
+) -> None:
     params = {"NamePrefix": f"{unique_name}-q", "TriggerMode": "sqs"}
     outputs, _ = deploy(endpoint, f"{unique_name}-q", params)
     c = _clients(endpoint)
@@ -526,15 +536,16 @@ def test_sqs_mode_queues_only_videos_under_the_prefix(endpoint: str, unique_name
             c["s3"].put_object(Bucket=bucket, Key="videos/vm-1/s-0/probe.mp4", Body=b"x")
         c["s3"].delete_bucket_policy(Bucket=bucket)
     puts = [
-        (inp, "videos/vm-1/s-1/clip.mp4", True),
-        (inp, "videos/vm-1/s-2/clip.webm", True),
+        *((inp, f"videos/vm-1/s-1/clip{suffix}", True) for suffix in VIDEO_SUFFIXES),
+        *((inp, f"clip{suffix}", True) for suffix in VIDEO_SUFFIXES),  # `aws s3 cp` to the root
+        (inp, "other/IMG_0001.MOV", True),  # upper case triggers too
         (inp, "videos/vm-1/s-3/notes.txt", False),  # not a video type
-        (inp, "videos/vm-1/s-4/clip.MP4", False),  # suffix filters are case-sensitive
-        (inp, "config/known_faces.json", False),  # outside the key prefix
-        (inp, "other/clip.mp4", False),
+        (inp, "videos/vm-1/s-4/clip.Mp4", False),  # mixed case: S3 filters are case-sensitive
+        (inp, "_assets/known_faces.json", False),
         (out, "videos/vm-1/s-1/clip.csv", False),  # the function's own outputs never notify
         (out, "videos/vm-1/s-1/clip.mp4", False),
     ]
+    assert all(triggers(key) == notify for bucket, key, notify in puts if bucket == inp)
     for bucket, key, _ in puts:
         c["s3"].put_object(Bucket=bucket, Key=key, Body=b"x")
     keys = sorted(rec["s3"]["object"]["key"] for rec in _drain(c["sqs"], queue_url))
@@ -573,7 +584,7 @@ def test_one_video_through_the_handler_on_the_deployed_stack(
     params = {
         "NamePrefix": f"{unique_name}-v",
         "TriggerMode": "sqs",
-        "KnownFacesKey": "config/known_faces.json",
+        "KnownFacesKey": "_assets/known_faces.json",
     }
     outputs, _ = deploy(endpoint, f"{unique_name}-v", params)
     c = _clients(endpoint)
@@ -602,11 +613,12 @@ def test_one_video_through_the_handler_on_the_deployed_stack(
         str(known),
         env=admin_env,
     )
-    c["s3"].upload_file(str(known), inp, "config/known_faces.json")
+    c["s3"].upload_file(str(known), inp, "_assets/known_faces.json")
 
     queue_url = c["sqs"].get_queue_url(QueueName=outputs["InputEventsQueueName"])["QueueUrl"]
     _drain(c["sqs"], queue_url)
-    key = "videos/vm-1/sub-0001/test_7.mp4"
+    # The seed's own flow: a video put at the input bucket's root gets its CSV at the output's.
+    key = "test_7.mp4"
     c["s3"].upload_file(str(course / "test_case_1" / "test_7.mp4"), inp, key)
     got = c["sqs"].receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
     (message,) = got["Messages"]
@@ -644,9 +656,7 @@ def test_one_video_through_the_handler_on_the_deployed_stack(
 
     students = {s["name"]: s for s in json.loads((course / "student_data.json").read_text())}
     freeman = students["morgan_freeman"]
-    csv = c["s3"].get_object(Bucket=out, Key="videos/vm-1/sub-0001/test_7.csv")["Body"].read()
+    csv = c["s3"].get_object(Bucket=out, Key="test_7.csv")["Body"].read()
     assert csv.decode() == f"morgan_freeman,{freeman['major']},{freeman['year']}\n"
-    details = json.loads(
-        c["s3"].get_object(Bucket=out, Key="videos/vm-1/sub-0001/test_7.json")["Body"].read()
-    )
+    details = json.loads(c["s3"].get_object(Bucket=out, Key="test_7.json")["Body"].read())
     assert [p["name"] for p in details["people"]] == ["morgan_freeman"]

@@ -165,8 +165,8 @@ def test_bootstrap_script_is_valid_bash_and_uses_the_repo_installer(tmp_path: Pa
 
 
 def test_unit_reads_the_credentials_file_this_writes() -> None:
-    if not UNIT.is_file():
-        pytest.skip("systemd/hybrid-watcher.service not written yet (issue 4)")
+    # No skip: a missing unit is what this must catch, not a reason to pass.
+    assert UNIT.is_file(), f"{UNIT} is missing"
     text = UNIT.read_text()
     assert re.search(r"^EnvironmentFile=-?/etc/hybrid-watcher/credentials\.env$", text, re.M)
     # install-service.sh installs the daemon where the unit runs it from.

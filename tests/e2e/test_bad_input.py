@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -30,6 +32,7 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import recognise
 from lambda_fn.settings import RecognitionOptions
 from tests.lambda_fn.clips import level_painter, write_clip
+from tests.lambda_fn.test_frames import make_big_jpeg, write_mjpeg_bomb
 from tests.local_stack import free_port
 from tests.mounts import small_tmpfs
 from tests.watcher_daemon import (
@@ -414,6 +417,117 @@ def test_pictures_larger_than_8k_are_too_large(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as caught:
         VideoReader(path)
     assert caught.value.code == "too_large"
+
+
+@pytest.fixture(scope="module")
+def big_jpeg() -> bytes:
+    """A 12000x12000 JPEG of 0.6 MB, built at test time (not committed)."""
+    return make_big_jpeg()
+
+
+def test_pictures_larger_than_8k_mid_stream_are_too_large(tmp_path: Path, big_jpeg: bytes) -> None:
+    """The header says 64x64, the second picture is 12000x12000: the function's path refuses it."""
+    path = write_mjpeg_bomb(tmp_path / "bomb.mkv", big_jpeg, "sB")
+    known = KnownFaces.from_lists(["nobody"], [np.zeros(128)])
+    with pytest.raises(VideoError) as caught:
+        recognise(path, known, RecognitionOptions())
+    assert caught.value.code == "too_large"
+
+
+# Peak RSS of one recognition process, and of a pool of two workers with their parent (the
+# sum over the process tree). Measured here on 2026-11-30 (dlib-bin): a course clip 166 MiB
+# per process, 335 MiB for the pool; the bombs below 140-142 MiB per process, 344 MiB for the
+# pool — and before the fix 1,362 MiB (one 0.6 MB file) and 3,165 MiB (pool, 5 MB file).
+PROCESS_RSS_BOUND = 400 * MIB
+POOL_RSS_BOUND = 1024 * MIB
+# Runs a command; prints its exit, output, the largest peak RSS of any process of its tree
+# (ru_maxrss: the kernel's high-water mark, merged up as each process is reaped) and the peak
+# of the tree's summed RSS (psutil, sampled every 10 ms: what the function's memory limit sees).
+MEASURE = """
+import json, resource, subprocess, sys, time
+import psutil
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+root, peak = psutil.Process(proc.pid), 0
+while proc.poll() is None:
+    total = 0
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        tree = []
+    for member in tree:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            pass
+    peak = max(peak, total)
+    time.sleep(0.01)
+out, err = proc.communicate()
+print(json.dumps({"returncode": proc.returncode, "stdout": out, "stderr": err[-2000:],
+    "process_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+    "tree_peak": peak}))
+"""
+
+
+def process_with_memory(video: Path, faces: Path, workers: int) -> dict[str, Any]:
+    """`hybrid-lambda process VIDEO --json` (the handler's pool and recognition), measured."""
+    command = [sys.executable, "-m", "lambda_fn", "process", str(video), "--faces", str(faces)]
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command, "--json", "--workers", str(workers)],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    run: dict[str, Any] = json.loads(done.stdout)
+    assert run["stdout"], run["stderr"]
+    run["video"] = json.loads(run["stdout"])["videos"][0]
+    print(
+        f"{video.name}, {workers} worker(s): {run['video']['status']} "
+        f"{run['video'].get('code', '')}; peak RSS {run['process_peak'] / MIB:.0f} MiB per "
+        f"process, {run['tree_peak'] / MIB:.0f} MiB for the tree"
+    )
+    return run
+
+
+def nobody_faces(tmp_path: Path) -> Path:
+    path = tmp_path / "faces.json"
+    KnownFaces.from_lists(["nobody"], [np.zeros(128)]).save(path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("layout", "workers"),
+    # 10 samples on two workers: split in two segments, a big picture in each (at 1 s, 7 s).
+    [("sB", 1), ("Bs", 1), ("sBsssssBss", 2)],
+    ids=["one-process", "first-picture", "pool-of-two"],
+)
+def test_a_decompression_bomb_is_refused_within_the_memory_bound(
+    tmp_path: Path, big_jpeg: bytes, layout: str, workers: int
+) -> None:
+    """A 64x64 MJPEG stream carrying 12000x12000 pictures took 1.4 GB (3.2 GB on the pool)."""
+    path = write_mjpeg_bomb(tmp_path / "bomb.mkv", big_jpeg, layout)
+    run = process_with_memory(path, nobody_faces(tmp_path), workers)
+    assert (run["video"]["status"], run["video"].get("code")) == ("error", "too_large")
+    assert run["returncode"] == 1
+    assert run["process_peak"] <= PROCESS_RSS_BOUND
+    assert run["tree_peak"] <= POOL_RSS_BOUND
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_course_clip_fits_the_same_memory_bound(
+    shared_data: Path, tmp_path: Path, workers: int
+) -> None:
+    """The bound is not one only refusals meet: a real clip, recognised, stays under it."""
+    faces = tmp_path / "faces.json"
+    subprocess.run(
+        [sys.executable, "-m", "lambda_fn", "faces", "import-pickle",
+         str(shared_data / "cse546" / "encoding"), "-o", str(faces)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    clip = shared_data / "cse546" / "test_case_1" / "test_0.mp4"
+    run = process_with_memory(clip, faces, workers)
+    assert run["video"]["status"] == "ok" and run["returncode"] == 0
+    assert run["process_peak"] <= PROCESS_RSS_BOUND
+    assert run["tree_peak"] <= POOL_RSS_BOUND
 
 
 def test_audio_only_file_via_recognise(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 moto's server stopped and replaced by a fresh one (its state lost, re-provisioned), the staging
 disk full, and done/ refusing writes. Each test states the expected outcome; in every case the
 daemon keeps running and no file is lost or delivered twice. (kill -9 at each journal state:
-tests/watcher/test_service.py; runtime worker crash/timeout: tests/lambda_fn/test_local_runtime.py;
+tests/watcher/test_service.py; runtime worker crash/timeout: tests/local/emulator/test_runtime.py;
 config errors → exit 78: tests/watcher/test_settings.py. The table is in docs/reliability.md.)
 """
 

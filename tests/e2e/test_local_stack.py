@@ -9,12 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from hybrid_common.results import parse_csv
 from hybrid_common.students import load_students, read_students
-from local_stack.expectations import expected_from_table, read_expectations, render_mapping
+from local_stack.expectations import expected_from_table, judge, read_expectations, render_mapping
 from local_stack.provision import Resources, make_clients, provision
 from tests.local_stack import REPO, ServeLocal
 
@@ -105,3 +107,70 @@ def test_the_course_clips_come_back_correct_through_serve_local(
         f"cold starts {len(cold)} (init {[e.get('init_ms') for e in cold]} ms), "
         f"peak memory {max(e.get('max_memory_mb') or 0 for e in completed):.0f} MB"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.timeout(300)
+def test_classic_csv_key_and_header_through_serve_local(
+    shared_data: Path, moto_endpoint: str, unique_name: str, tmp_path: Path
+) -> None:
+    """A classic grader puts `test_0.mp4` and reads its answer at `test_0`, header first."""
+    data = shared_data / "cse546"
+    faces = tmp_path / "known_faces.json"
+    convert = ["faces", "import-pickle", str(data / "encoding"), "-o", str(faces)]
+    subprocess.run(
+        [sys.executable, "-m", "lambda_fn", *convert],
+        cwd=REPO, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    clients = make_clients(moto_endpoint, "us-east-1")
+    resources = provision(
+        clients,
+        Resources(
+            endpoint_url=moto_endpoint, region="us-east-1",
+            input_bucket=f"{unique_name}-in", output_bucket=f"{unique_name}-out",
+            table=f"{unique_name}-table", queue=f"{unique_name}-q",
+        ),
+        function_timeout_s=300,
+        known_faces=faces.read_bytes(),
+    )  # fmt: skip
+    students = read_students(data / "student_data.json")
+    load_students(clients.dynamodb, resources.table, students)
+    runtime = ServeLocal(
+        resources,
+        tmp_path / "unused",
+        extra_env={
+            "HYBRID_HANDLER": "lambda_fn.handler.handler",
+            "HYBRID_TABLE": resources.table,
+            "HYBRID_KNOWN_FACES": resources.known_faces_uri,
+            "HYBRID_FUNCTION_TIMEOUT_S": "300",
+            "HYBRID_WORKERS": "1",
+            "HYBRID_CONTACT_SHEET": "false",
+            "HYBRID_CSV_KEY": "{stem}",
+            "HYBRID_CSV_HEADER": "true",
+        },
+    )
+    s3 = clients.s3
+    try:
+        s3.upload_file(
+            str(data / "test_case_1" / "test_0.mp4"), resources.input_bucket, "test_0.mp4"
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            listed = s3.list_objects_v2(Bucket=resources.output_bucket).get("Contents", [])
+            if any(item["Key"] == "test_0" for item in listed):
+                break
+            time.sleep(0.5)
+    finally:
+        assert runtime.stop() == 0
+    listed = s3.list_objects_v2(Bucket=resources.output_bucket)["Contents"]
+    assert sorted(o["Key"] for o in listed if o["Key"].startswith("test_0")) == [
+        "test_0",
+        "test_0.json",
+    ]
+    answer = s3.get_object(Bucket=resources.output_bucket, Key="test_0")["Body"].read().decode()
+    assert answer.startswith("name,major,year\n")
+    correct, got = judge(
+        read_expectations(data / "mapping")["test_0.mp4"], parse_csv(answer, header=True)
+    )
+    assert correct, got

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
-from lambda_fn.frames import VideoError, VideoReader
+from lambda_fn import frames as frames_module
+from lambda_fn.frames import VideoError, VideoInfo, VideoReader
 from tests.lambda_fn.clips import (
     level_painter,
     level_to_index,
@@ -246,3 +250,86 @@ def test_rotation_agrees_with_the_ffmpeg_command(tmp_path: Path, rotation: int) 
         ours = next(reader.frames()).image.astype(int)
     assert ours.shape == reference.shape
     assert np.abs(ours - reference).mean() < 2
+
+
+# --- hostile pictures: a stream that declares one size and carries another ---
+
+# Over 8K (33 Mpx) by 4.3x, small enough to build in a second or two: one gray RGB copy of it
+# is 432 MB, and recognition made several.
+BOMB_SIDE = 12000
+
+
+def make_big_jpeg() -> bytes:
+    """A 12000x12000 flat grey JPEG: ~0.6 MB (optimised Huffman tables, 2 bits a block)."""
+    buffer = io.BytesIO()
+    Image.new("L", (BOMB_SIDE, BOMB_SIDE), 128).save(
+        buffer, format="JPEG", quality=1, optimize=True
+    )
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def big_jpeg() -> bytes:
+    return make_big_jpeg()
+
+
+def write_mjpeg_bomb(path: Path, big_jpeg: bytes, layout: str) -> Path:
+    """Matroska, MJPEG, a header that says 64x64; then one picture a second per `layout`
+    letter: `s` a real 64x64 JPEG, `B` the big one. Every picture is a keyframe and a sample.
+    """
+    small = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(small, format="JPEG")
+    pictures = {"s": small.getvalue(), "B": big_jpeg}
+    with av.open(str(path), mode="w", format="matroska") as out:
+        stream = out.add_stream("mjpeg", rate=1)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        for index, letter in enumerate(layout):
+            packet = av.Packet(pictures[letter])
+            packet.stream = stream
+            packet.time_base = Fraction(1, 1000)
+            packet.pts = packet.dts = index * 1000
+            packet.duration = 1000
+            packet.is_keyframe = True
+            out.mux(packet)
+    return path
+
+
+def test_a_picture_over_8k_mid_stream_is_too_large(tmp_path: Path, big_jpeg: bytes) -> None:
+    """The header says 64x64; the second picture is 12000x12000: refused, not decoded."""
+    path = write_mjpeg_bomb(tmp_path / "bomb.mkv", big_jpeg, "sBB")
+    with VideoReader(path) as reader:
+        assert (reader.info.width, reader.info.height) == (64, 64)
+        frames = reader.frames()
+        assert next(frames).image.shape == (64, 64, 3)
+        with pytest.raises(VideoError) as caught:
+            next(frames)
+    assert caught.value.code == "too_large"
+    assert "mid-stream" in caught.value.message and "declared 64x64" in caught.value.message
+
+
+def test_a_first_picture_over_8k_is_refused_at_open(tmp_path: Path, big_jpeg: bytes) -> None:
+    """Probing finds the first picture's real size (without decoding it): refused at once."""
+    path = write_mjpeg_bomb(tmp_path / "bomb.mkv", big_jpeg, "Bs")
+    with pytest.raises(VideoError) as caught:
+        VideoReader(path)
+    assert caught.value.code == "too_large"
+    assert f"{BOMB_SIDE}x{BOMB_SIDE} pictures are larger than 8K" in caught.value.message
+
+
+def test_each_decoded_picture_is_checked_before_it_is_converted() -> None:
+    """The check after the decoder (should a decoder ignore `max_pixels`): 7696x4320 > 8K."""
+    info = VideoInfo(1.0, 1.0, 64, 64, 0, "mjpeg", "matroska")
+    check = frames_module._check_picture_size  # looked up here: the module must import without it
+    check(av.VideoFrame(7680, 4320, "gray"), info)  # exactly 8K: accepted
+    with pytest.raises(VideoError, match=r"too_large: a 7696x4320 picture mid-stream .* 64x64"):
+        check(av.VideoFrame(7696, 4320, "gray"), info)
+
+
+def test_a_codec_outside_the_allow_list_is_refused(tmp_path: Path) -> None:
+    """FFV1 (an archival codec no phone or camera writes) decodes fine, but is not accepted."""
+    path = write_clip(tmp_path / "clip.mkv", level_painter(frames=3), frames=3, codec="ffv1")
+    with pytest.raises(VideoError) as caught:
+        VideoReader(path)
+    assert caught.value.code == "unsupported_codec"
+    assert "ffv1" in caught.value.message and "h264" in caught.value.message

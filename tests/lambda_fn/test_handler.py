@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ import boto3
 import numpy as np
 import pytest
 import structlog
+from botocore.exceptions import ClientError
 from PIL import Image
+from structlog.testing import capture_logs
 
 from hybrid_common.keys import ResultKind, result_key
 from hybrid_common.results import ErrorDoc, ResultDetails
@@ -30,6 +35,8 @@ from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from local_stack.provision import ensure_table
 from tests.course import COURSE_CLIPS
+from tests.faults import FaultProxy
+from tests.local_stack import ServeLocal, provision_stack
 
 COURSE = COURSE_CLIPS
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}
@@ -320,11 +327,111 @@ def test_sqs_batch_fails_only_the_bad_messages(
     assert cloud.read(text, ResultKind.ERROR) is not None
 
 
+@dataclass
+class LateContext(Context):
+    """An invocation that started with `started_ms` and has `remaining_ms` left by the time
+    the handler looks at its message (earlier messages of the batch took the rest)."""
+
+    started_ms: int = 900_000
+    calls: int = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls += 1
+        return self.started_ms if self.calls == 1 else self.remaining_ms
+
+
 def test_sqs_messages_are_handed_back_when_time_runs_short(cloud: Cloud, runtime: Runtime) -> None:
     event, ids = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-late/a.mp4"))
-    response = runtime.handle(event, Context(remaining_ms=5_000))
+    response = runtime.handle(event, LateContext(remaining_ms=5_000, started_ms=300_000))
     assert response == {"batchItemFailures": [{"itemIdentifier": ids[0]}]}
     assert cloud.read("videos/vm-1/s-late/a.mp4", ResultKind.ERROR) is None
+
+
+def test_a_short_function_timeout_still_begins_its_messages(cloud: Cloud, runtime: Runtime) -> None:
+    """8 s in all (under the 30 s margin): the message is begun, not deferred forever."""
+    event, _ = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-short/gone.mp4"))
+    response = runtime.handle(event, Context(remaining_ms=8_000))
+    assert response == {"batchItemFailures": []}
+    error = cloud.read("videos/vm-1/s-short/gone.mp4", ResultKind.ERROR)
+    assert error is not None and json.loads(error)["code"] == "input_missing"
+
+
+class CountdownContext:
+    """A context whose remaining time runs down with the clock, as Lambda's does."""
+
+    aws_request_id = "req-countdown"
+    function_version = "$LATEST"
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.deadline = time.monotonic() + remaining_ms / 1000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def slow_clip(folder: Path) -> Path:
+    """16 s of 640x360 frames with no face: every sample also gets the full-resolution search
+    for small faces (~0.5-1.5 s a frame here), so the video takes well over 6 s."""
+    rng = np.random.default_rng(7)
+    frames = [
+        np.kron(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8), np.ones((40, 40, 1), np.uint8))
+        for _ in range(16)
+    ]
+    return write_clip(folder / "slow.mp4", frames, fps=1)
+
+
+def test_a_video_slower_than_the_invocation_left_ends_in_too_slow_before_the_time_runs_out(
+    cloud: Cloud, runtime: Runtime, tmp_path: Path
+) -> None:
+    # HYBRID_MAX_SECONDS stays at its default (600 s): only the invocation's own deadline
+    # (6 s less the margin: half of it, as 30 s is more) can stop the video in time.
+    clip = slow_clip(tmp_path)
+    key = "videos/vm-1/s-slow/slow.mp4"
+    event = cloud.put(key, clip.read_bytes())
+    context = CountdownContext(remaining_ms=6_000)
+    started = time.monotonic()
+    response = runtime.handle(event, context)
+    elapsed = time.monotonic() - started
+    assert response["results"][0]["status"] == "error", response
+    assert response["results"][0]["code"] == "too_slow"
+    error = cloud.read(key, ResultKind.ERROR)
+    assert error is not None and json.loads(error)["code"] == "too_slow"
+    # The answer was written before Lambda would have killed the invocation.
+    assert elapsed < 6.0 and context.get_remaining_time_in_millis() > 0, elapsed
+
+
+@pytest.mark.timeout(180)
+def test_under_the_local_runtime_a_too_slow_video_is_too_slow_not_a_sandbox_timeout(
+    cloud: Cloud, moto_endpoint: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The local runtime's context counts down from its function timeout as Lambda's does, so
+    the real handler stops in time there too (8 s timeout: 4 s of work, then the answer)."""
+    stack = provision_stack(moto_endpoint, unique_name, function_timeout_s=8)
+    runtime = ServeLocal(
+        stack,
+        tmp_path / "unused",
+        extra_env={
+            "HYBRID_HANDLER": "lambda_fn.handler.handler",
+            "HYBRID_TABLE": cloud.table,
+            "HYBRID_KNOWN_FACES": cloud.known_faces,
+            "HYBRID_FUNCTION_TIMEOUT_S": "8",
+            "HYBRID_MAX_CONCURRENCY": "1",
+            "HYBRID_WORKERS": "1",
+            "HYBRID_TMP_DIR": str(tmp_path),
+        },
+    )
+    key = "videos/vm-1/s-slow/slow.mp4"
+    try:
+        cloud.s3.upload_file(str(slow_clip(tmp_path)), stack.input_bucket, key)
+        done = runtime.wait_for(
+            lambda e: e["event"].startswith("invocation.") and e.get("key") == key, 120
+        )
+    finally:
+        assert runtime.stop() == 0
+    assert done["event"] == "invocation.completed", done
+    assert done["duration_ms"] < 8_000
+    body = cloud.s3.get_object(Bucket=stack.output_bucket, Key=result_key(key, ResultKind.ERROR))
+    assert json.loads(body["Body"].read())["code"] == "too_slow"
 
 
 def test_test_event_is_ignored(cloud: Cloud, runtime: Runtime) -> None:
@@ -356,6 +463,50 @@ def test_deleted_object_gets_an_error(cloud: Cloud, runtime: Runtime) -> None:
     key = "videos/vm-1/s-gone/gone.mp4"
     response = runtime.handle(s3_event(cloud.inputs, key), Context())
     assert response["results"][0]["code"] == "input_missing"
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    """tests/faults.py's proxy, on an event loop of its own thread (this test is synchronous)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fault-proxy")
+    thread.start()
+    proxy = FaultProxy(upstream)
+    try:
+        asyncio.run_coroutine_threadsafe(proxy.__aenter__(), loop).result(10)
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.__aexit__(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_403_to_the_head_is_a_denial_retried_never_input_missing(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """A 403 to a HEAD is what S3 answers for a missing key to a role without s3:ListBucket,
+    and for a real denial. The template grants the function ListBucket on the input bucket,
+    so a deleted input is a 404 (`input_missing`, above); a 403 raises, so Lambda retries and
+    then records it, with the reason logged — never an `input_missing` for a video that may
+    well be there."""
+    key = "videos/vm-1/s-denied/denied.mp4"
+    cloud.put(key, b"x" * 100)
+    with fault_proxy(cloud.endpoint) as proxy:
+        proxy.fail(10, lambda seen: seen.method == "HEAD", status=403, code="403")
+        s3 = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1", **CREDENTIALS)
+        runtime = Runtime(
+            cloud.settings(tmp_path), RecognitionOptions(workers=1), clients=(s3, cloud.dynamodb)
+        )
+        try:
+            with capture_logs() as logs, pytest.raises(ClientError, match="403"):
+                runtime.handle(s3_event(cloud.inputs, key), Context())
+        finally:
+            runtime.pool.close()
+            s3.close()
+    assert cloud.read(key, ResultKind.ERROR) is None
+    (denied,) = [e for e in logs if e["event"] == "input.forbidden"]
+    assert "s3:ListBucket" in denied["hint"]
 
 
 def test_infrastructure_errors_raise_so_lambda_retries(

@@ -8,12 +8,14 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from hybrid_common.keys import ResultNaming
 from hybrid_common.results import ErrorDoc, InputDetails, PersonRow, ResultDetails, parse_csv
 from lambda_fn.directory import Student
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import PersonSeen, Recognition, VideoInfo
-from lambda_fn.settings import RecognitionOptions
+from lambda_fn.settings import FunctionSettings, RecognitionOptions
 
 INPUT_KEY = "videos/vm-1/s-0001/my clip+1 été.mp4"
 
@@ -173,3 +175,47 @@ def test_details_reader_ignores_fields_it_does_not_know() -> None:
     assert ResultDetails.from_json(json.dumps(document)) == details
     with pytest.raises(ValueError, match=r"not a hybridsphere\.result"):
         ResultDetails.from_json('{"format": "other"}')
+
+
+def test_classic_csv_key_and_header_when_configured(s3: Any, bucket: str) -> None:
+    # Graders written for the classic handler read the answer to `test_0.mp4` at `test_0`.
+    input_key = "test_0.mp4"
+    details = build_details(
+        recognition(["=cmd|' /C calc'!A0"]),
+        {"=cmd|' /C calc'!A0": Student("=cmd|' /C calc'!A0", "@SUM(1)", "-1")},
+        input_ref=InputDetails(input_key, '"e"', 1),
+        timings={},
+        settings={},
+        function_version="0.1.0",
+        request_id="req-1",
+    )
+    writer = ResultWriter(s3, bucket, naming=ResultNaming("{stem}"), csv_header=True)
+    assert writer.write_success(details) == "test_0"
+    assert keys(s3, bucket) == ["test_0", "test_0.json"]
+    text = read(s3, bucket, "test_0")
+    assert text == "name,major,year\n'=cmd|' /C calc'!A0,'@SUM(1),'-1\n"
+    # A failure afterwards removes the classic-named CSV too.
+    writer.write_failure(ErrorDoc("decode_failed", "bad", "req-2", input_key))
+    assert keys(s3, bucket) == ["test_0.error.json"]
+
+
+def test_csv_settings_are_read_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_CSV_KEY", "{stem}")
+    monkeypatch.setenv("HYBRID_CSV_HEADER", "true")
+    settings = FunctionSettings()
+    assert settings.csv_key == "{stem}" and settings.csv_header is True
+    assert FunctionSettings(_env_file=None).naming == ResultNaming("{stem}")
+    monkeypatch.setenv("HYBRID_CSV_KEY", "{stem}.json")
+    with pytest.raises(ValidationError, match="companion"):
+        FunctionSettings()
+    monkeypatch.delenv("HYBRID_CSV_KEY")
+    monkeypatch.delenv("HYBRID_CSV_HEADER")
+    assert FunctionSettings().csv_key == "{stem}.csv"
+    assert FunctionSettings().csv_header is False
+
+
+def test_details_of_a_real_result_are_a_few_kilobytes() -> None:
+    # What the watcher's details_max_bytes (256 KiB) must leave room for: measured here.
+    people = [f"student_{n:03d}" for n in range(10)]
+    size = len(details_for(people, {}).to_json().encode())
+    assert 1_000 < size < 8_000

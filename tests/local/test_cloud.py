@@ -14,6 +14,9 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 
+from local_stack.cloud import ENV_FILE, STATE_FILE, write_state
+from local_stack.provision import Resources
+
 pytestmark = pytest.mark.slow
 
 
@@ -98,3 +101,22 @@ def test_local_cloud_refuses_non_loopback(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 78
     assert "loopback" in result.stderr
+
+
+def test_the_state_file_appears_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hybrid-local demo` (and bench/workload.py) wait for local-cloud.json, then read
+    local-cloud.env: the JSON must not appear before the .env is in place."""
+    renamed: list[str] = []
+    real_replace = Path.replace
+
+    def recording_replace(self: Path, target: str | os.PathLike[str]) -> Path:
+        renamed.append(Path(target).name)
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", recording_replace)
+    resources = Resources(
+        endpoint_url="http://127.0.0.1:1", region="us-east-1", input_bucket="i-bucket",
+        output_bucket="o-bucket", table="t-table", queue="q",
+    )  # fmt: skip
+    write_state(tmp_path, resources)
+    assert renamed == [ENV_FILE, STATE_FILE]

@@ -8,7 +8,14 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 
 from hybrid_common.students import load_students, read_students
-from local_stack.provision import KNOWN_FACES_KEY, Resources, make_clients, provision
+from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, VIDEO_SUFFIXES, triggers
+from local_stack.provision import (
+    KNOWN_FACES_KEY,
+    MAX_RECEIVE_COUNT,
+    Resources,
+    make_clients,
+    provision,
+)
 
 
 def resources_for(endpoint: str, name: str) -> Resources:
@@ -50,7 +57,9 @@ def test_provision_is_idempotent_and_wires_notifications(
     assert table["KeySchema"] == [{"AttributeName": "name", "KeyType": "HASH"}]
     attrs = clients.sqs.get_queue_attributes(QueueUrl=first.queue_url, AttributeNames=["All"])
     assert attrs["Attributes"]["VisibilityTimeout"] == "60"
-    assert json.loads(attrs["Attributes"]["RedrivePolicy"])["maxReceiveCount"] in (3, "3")
+    # In the input bucket, as on AWS: the function writes the output bucket at any key.
+    redrive = json.loads(attrs["Attributes"]["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == MAX_RECEIVE_COUNT
     assert first.known_faces_uri == f"s3://{wanted.input_bucket}/{KNOWN_FACES_KEY}"
 
     clients.s3.put_object(Bucket=wanted.input_bucket, Key="videos/n/s/my clip.mp4", Body=b"x")
@@ -73,3 +82,37 @@ def test_students_load_from_course_file(
     )["Item"]
     assert item["year"] == {"S": "freshmen"}
     assert item["major"] == {"S": "lawyer"}
+
+
+def test_notifications_are_the_one_trigger_definition_at_any_key(
+    moto_endpoint: str, unique_name: str
+) -> None:
+    """Every extension the watcher accepts triggers, at any key, as the SAM template's do
+    (tests/deploy/test_video_triggers.py): read back from moto and delivered by it."""
+    clients = make_clients(moto_endpoint, "us-east-1")
+    wanted = resources_for(moto_endpoint, unique_name)
+    made = provision(clients, wanted, function_timeout_s=60, known_faces=b'{"version": 1}')
+    config = clients.s3.get_bucket_notification_configuration(Bucket=wanted.input_bucket)
+    rules = [
+        {rule["Name"].lower(): rule["Value"] for rule in c["Filter"]["Key"]["FilterRules"]}
+        for c in config["QueueConfigurations"]
+    ]
+    assert sorted(rule["suffix"] for rule in rules) == sorted(TRIGGER_SUFFIXES)
+    assert all("prefix" not in rule for rule in rules)
+
+    puts = [
+        *(f"clip{suffix}" for suffix in VIDEO_SUFFIXES),  # the bucket's root: `aws s3 cp`
+        "IMG_0001.MOV",
+        "other/GX010001.MP4",
+        "videos/n/s/clip.ts",
+        "clip.Mp4",  # mixed case: nothing, as on AWS
+        "notes.txt",
+    ]
+    for key in puts:
+        clients.s3.put_object(Bucket=wanted.input_bucket, Key=key, Body=b"x")
+    expected = sorted(key for key in puts if triggers(key))
+    records = receive_records(clients.sqs, made.queue_url, want=len(expected))
+    time.sleep(0.5)  # anything that should not come has had time to
+    records += receive_records(clients.sqs, made.queue_url, want=1, timeout_s=1)
+    assert sorted(unquote_plus(r["s3"]["object"]["key"]) for r in records) == expected
+    assert len(expected) == len(VIDEO_SUFFIXES) + 3

@@ -4,6 +4,7 @@ fault-injecting proxy in front."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import tracemalloc
@@ -206,6 +207,37 @@ async def test_a_403_to_the_head_of_a_key_not_yet_stored_means_absent(
     assert result.multipart
     data = await read_object(s3, settings.input_bucket, request.key)
     assert hashlib.sha256(data).hexdigest() == request.sha256
+
+
+async def test_a_put_is_not_sent_again_once_s3_holds_the_same_bytes(
+    make_settings: SettingsFactory, s3: Any, tmp_path: Path
+) -> None:
+    """On AWS each PUT is an ObjectCreated event, one more run of the function. A PUT that an
+    earlier run may have sent (`may_be_stored`: killed before the journal said `uploaded`) is
+    replaced by a HEAD when the key holds the same size and sha256; other bytes are sent."""
+    request = make_file(tmp_path, "clip.mp4", MIB, seed=5)
+    other = make_file(tmp_path / "other", "clip.mp4", MIB, seed=6)
+    async with FaultProxy(make_settings().endpoint_url or "") as proxy:
+
+        def object_puts() -> list[Seen]:
+            return [seen for seen in proxy.seen if seen.is_object_put]
+
+        # As AWS answers the watcher's policy: 403 to a HEAD while the key is absent.
+        forbidden = proxy.fail(1, lambda seen: seen.method == "HEAD", status=403, code="403")
+        settings = make_settings(endpoint=proxy.url)
+        async with aws_clients(settings) as clients:
+            uploader = Uploader(clients.s3, settings)
+            first = await uploader.upload(dataclasses.replace(request, may_be_stored=True))
+            assert forbidden.remaining == 0 and len(object_puts()) == 1
+
+            again = await uploader.upload(dataclasses.replace(request, may_be_stored=True))
+            assert again.etag == first.etag and len(object_puts()) == 1
+
+            # Same key, other bytes (not what an earlier attempt sent): sent.
+            await uploader.upload(dataclasses.replace(other, key=request.key, may_be_stored=True))
+            assert len(object_puts()) == 2
+    stored = await read_object(s3, settings.input_bucket, request.key)
+    assert hashlib.sha256(stored).hexdigest() == other.sha256
 
 
 async def test_interrupted_multipart_is_resumed_sending_only_missing_or_wrong_parts(

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from local_stack.provision import Resources
+from local_stack.provision import MAX_RECEIVE_COUNT, Resources
 from tests.local_stack import (
     REPO,
     SERVE_LOCAL,
@@ -156,10 +156,11 @@ def test_a_crash_and_a_timeout_mid_invocation_end_in_one_retried_result(
 
 
 @pytest.mark.slow
-def test_a_record_that_keeps_failing_lands_in_the_dead_letter_queue_after_three_attempts(
+def test_a_record_that_keeps_failing_lands_in_the_dead_letter_queue_after_max_receive_attempts(
     stack: Resources, state_dir: Path
 ) -> None:
-    runtime = _runtime(stack, state_dir)
+    # A failed message is received again after the visibility timeout (the function's timeout).
+    runtime = _runtime(stack, state_dir, HYBRID_FUNCTION_TIMEOUT_S="3")
     key = "videos/node/f1/fail-always.mp4"
     sqs = boto3.client("sqs", endpoint_url=stack.endpoint_url, region_name=stack.region)
     dead: list[dict[str, str]] = []
@@ -176,18 +177,22 @@ def test_a_record_that_keeps_failing_lands_in_the_dead_letter_queue_after_three_
             )
             return bool(dead)
 
-        wait_until(in_dlq, 40, "the message in the dead-letter queue")
+        wait_until(in_dlq, 3 * MAX_RECEIVE_COUNT + 40, "the message in the dead-letter queue")
     finally:
         _stop_cleanly(runtime)
 
     attempts = [what for k, what in invocation_log(state_dir) if k == key and what != "start"]
-    # Each receive counts towards maxReceiveCount; one that came back while the previous
-    # attempt still ran (a machine too slow for the 2 s visibility) would not run again.
-    assert attempts == ["fail", "fail", "fail"], runtime.named("message.redelivered_while_running")
+    # Each receive counts towards maxReceiveCount. On a loaded machine a receive can come back
+    # while the previous attempt still runs (slow cold start); it is then not run again, so
+    # runs + such redeliveries make up the receives.
+    redelivered = len(runtime.named("message.redelivered_while_running"))
+    assert set(attempts) == {"fail"}
+    assert len(attempts) + redelivered == MAX_RECEIVE_COUNT, (attempts, redelivered)
     assert "fail-always.mp4" in dead[0]["Body"]
     exhausted = runtime.named("message.exhausted")
-    assert exhausted and exhausted[0]["attempt"] == 3
-    assert [e["attempt"] for e in runtime.named("message.retry_scheduled")] == [1, 2]
+    assert exhausted and exhausted[0]["attempt"] == MAX_RECEIVE_COUNT
+    retries = [e["attempt"] for e in runtime.named("message.retry_scheduled")]
+    assert retries == sorted(retries) and len(retries) == len(attempts) - 1
 
 
 @pytest.mark.slow

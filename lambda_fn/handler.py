@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-import numpy as np
 import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -44,12 +43,7 @@ from hybrid_common.results import ErrorDoc, InputDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
 from lambda_fn.faces import models
-from lambda_fn.known_faces import (
-    ENCODING_SIZE,
-    KNOWN_FACES_UNAVAILABLE,
-    KnownFaces,
-    KnownFacesError,
-)
+from lambda_fn.known_faces import KNOWN_FACES_UNAVAILABLE, KnownFaces, KnownFacesError
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import VideoError
@@ -174,8 +168,8 @@ class Runtime:
         self.known: KnownFaces | None = None
         self.known_problem = ""
         self.pool: RecognitionPool | None = None
-        # CloudWatch metrics as EMF (lambda_fn/metrics.py); replaced once known faces load.
-        self.metrics = FunctionMetrics(KnownFaces([], np.zeros((0, ENCODING_SIZE))))
+        # CloudWatch metrics as EMF (lambda_fn/metrics.py); one per container.
+        self.metrics = FunctionMetrics()
         self._load_known_faces()
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
@@ -209,7 +203,7 @@ class Runtime:
             log.error("known_faces.unavailable", reason=self.known_problem)
             return
         self.known, self.known_problem = known, ""
-        self.metrics = FunctionMetrics(known)
+        self.metrics.known_faces_loaded(known)
         # Forked once, in the init phase when the file is there, after the models are loaded:
         # a long video is split over the container's cores (a 3008 MB function has two vCPUs).
         self.pool = RecognitionPool(known, self.options)

@@ -41,8 +41,14 @@ def duration_metric(stage: str) -> str:
 class FunctionMetrics:
     """What the handler counts; emitted as EMF on stdout."""
 
-    def __init__(self, known: KnownFaces) -> None:
+    def __init__(self, known: KnownFaces | None = None) -> None:
         self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+        self.known_version = ""
+        if known is not None:
+            self.known_faces_loaded(known)
+
+    def known_faces_loaded(self, known: KnownFaces) -> None:
+        """Once per load (container start, or when a missing file appears): count, version."""
         self.known_version = known_faces_version(known)
         with single_metric(
             name="KnownFacesLoaded",

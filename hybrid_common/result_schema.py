@@ -16,19 +16,27 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from hybrid_common.results import (
+    DESCRIPTOR_SIZE,
     DETAILS_FORMAT,
     DETAILS_VERSION,
     ErrorDoc,
     InputDetails,
+    KnownFacesDetails,
+    NearestDetails,
     PersonDetails,
     ResultDetails,
+    UnknownFaceDetails,
     VideoDetails,
 )
 
 # The envelope `ResultDetails.to_json` adds around the dataclass's own fields.
 _ENVELOPE = {"format": DETAILS_FORMAT, "version": DETAILS_VERSION}
 # Nested objects, each checked against its own dataclass.
-_NESTED: dict[str, type] = {"input": InputDetails, "video": VideoDetails}
+_NESTED: dict[str, type] = {
+    "input": InputDetails,
+    "video": VideoDetails,
+    "known_faces": KnownFacesDetails,
+}
 
 
 class ResultDocumentError(ValueError):
@@ -60,6 +68,15 @@ def check_details(document: Mapping[str, Any]) -> ResultDetails:
         _same_keys(kind, document[name], f"result.{name}")
     for index, person in enumerate(document["people"]):
         _same_keys(PersonDetails, person, f"result.people[{index}]")
+    if not isinstance(document["unknown_faces"], list):
+        raise ResultDocumentError("result.unknown_faces: expected a list")
+    for index, face in enumerate(document["unknown_faces"]):
+        where = f"result.unknown_faces[{index}]"
+        _same_keys(UnknownFaceDetails, face, where)
+        if face["nearest"] is not None:
+            _same_keys(NearestDetails, face["nearest"], f"{where}.nearest")
+        if not isinstance(face["descriptor"], list) or len(face["descriptor"]) != DESCRIPTOR_SIZE:
+            raise ResultDocumentError(f"{where}.descriptor: expected {DESCRIPTOR_SIZE} numbers")
     fields = {k: v for k, v in document.items() if k not in _ENVELOPE}
     try:
         details: ResultDetails = _adapter(ResultDetails).validate_python(fields)

@@ -17,7 +17,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from typing import Any, TextIO
 
@@ -166,6 +166,50 @@ class VideoDetails:
 
 
 @dataclass(frozen=True, slots=True)
+class NearestDetails:
+    """The known person nearest to an unknown face, so an operator sees "looks like X at 0.63"."""
+
+    name: str
+    distance: float
+
+
+# The size of a face descriptor (dlib's ResNet), in `UnknownFaceDetails.descriptor`.
+DESCRIPTOR_SIZE = 128
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFaceDetails:
+    """One unknown person of a video: faces that matched nobody, grouped by descriptor distance.
+
+    `id` (u1, u2, ... in order of first appearance) names the group within this result and
+    labels its crop in the contact sheet; `descriptor` (the mean of the group's 128-d face
+    descriptors, 6 decimals) is what `hybrid-watcher faces enrol NAME RESULT --face ID` adds
+    to the known faces. `samples` counts the sampled frames it was seen in.
+    """
+
+    id: str
+    first_seen_s: float
+    last_seen_s: float
+    samples: int
+    descriptor: list[float]
+    nearest: NearestDetails | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFacesDetails:
+    """The known-faces file a result was computed with.
+
+    `version` is the SHA-256 (hex) of the file's bytes as read, wherever it came from: the
+    same file gives the same version on AWS, on the local stack and on a laptop, and a
+    pusher can compute it before uploading (an S3 ETag depends on how the object was
+    uploaded). `source` is where it was read: `s3://bucket/key` or a path.
+    """
+
+    version: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ResultDetails:
     """`<stem>.json`. Readers ignore fields they do not know, so fields may be added freely."""
 
@@ -173,12 +217,21 @@ class ResultDetails:
     video: VideoDetails
     frames_sampled: int
     people: list[PersonDetails]
-    unknown_faces: int
+    unknown_faces: list[UnknownFaceDetails]
     timings: dict[str, float]
     settings: dict[str, Any]
+    known_faces: KnownFacesDetails = field(default_factory=KnownFacesDetails)
     function_version: str = ""
     request_id: str = ""
     status: str = "ok"
+
+    def unknown_face(self, face_id: str) -> UnknownFaceDetails:
+        """The unknown group `face_id` (u1, u2, ...); KeyError names the ids there are."""
+        for face in self.unknown_faces:
+            if face.id == face_id:
+                return face
+        ids = ", ".join(face.id for face in self.unknown_faces) or "none"
+        raise KeyError(f"no unknown face {face_id!r} in this result (there are: {ids})")
 
     def rows(self) -> list[PersonRow]:
         """The CSV rows this result stands for, in order of first appearance."""
@@ -202,13 +255,34 @@ class ResultDetails:
                 PersonDetails(**_known_fields(PersonDetails, person))
                 for person in data.get("people", [])
             ],
-            unknown_faces=int(data.get("unknown_faces", 0)),
+            unknown_faces=[_unknown_face(face) for face in _groups(data.get("unknown_faces"))],
             timings=dict(data.get("timings", {})),
             settings=dict(data.get("settings", {})),
+            known_faces=KnownFacesDetails(
+                **_known_fields(KnownFacesDetails, data.get("known_faces") or {})
+            ),
             function_version=str(data.get("function_version", "")),
             request_id=str(data.get("request_id", "")),
             status=str(data.get("status", "ok")),
         )
+
+
+def _groups(value: Any) -> list[Any]:
+    # Results written before groups existed hold a count here: they list no groups.
+    return value if isinstance(value, list) else []
+
+
+def _unknown_face(value: Any) -> UnknownFaceDetails:
+    fields = _known_fields(UnknownFaceDetails, value)
+    nearest = fields.get("nearest")
+    fields["nearest"] = (
+        NearestDetails(**_known_fields(NearestDetails, nearest)) if nearest is not None else None
+    )
+    descriptor = fields.get("descriptor")
+    if not isinstance(descriptor, list) or len(descriptor) != DESCRIPTOR_SIZE:
+        raise ValueError(f"unknown face {fields.get('id')!r}: descriptor is not 128 numbers")
+    fields["descriptor"] = [float(x) for x in descriptor]
+    return UnknownFaceDetails(**fields)
 
 
 def _known_fields(kind: type, value: Any) -> dict[str, Any]:

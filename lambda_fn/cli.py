@@ -146,13 +146,14 @@ def _process(args: argparse.Namespace) -> int:
     from hybrid_common.students import read_students
     from lambda_fn.contact_sheet import render_contact_sheet
     from lambda_fn.directory import Student
-    from lambda_fn.known_faces import KnownFaces
+    from lambda_fn.known_faces import read_version
     from lambda_fn.recognition import Recognition
     from lambda_fn.recognition_pool import RecognitionPool
     from lambda_fn.settings import RecognitionOptions
 
     table = read_students(args.students) if args.students else []
-    known = KnownFaces.load(args.faces)
+    loaded = read_version(args.faces)
+    known = loaded.faces
     students = {s.name: Student(s.name, s.major, s.year) for s in table}
     overrides = {
         "mode": args.mode,
@@ -172,7 +173,9 @@ def _process(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         for path, outcome in pool.run(args.videos):
             if isinstance(outcome, Recognition):
-                document = details_document(path, outcome, students, options)
+                document = details_document(
+                    path, outcome, students, options, (loaded.version, loaded.source)
+                )
                 work[str(path)] = {
                     "faces_encoded": outcome.faces_encoded,
                     "faces_tracked": outcome.faces_tracked,
@@ -209,13 +212,17 @@ def _process(args: argparse.Namespace) -> int:
 
 
 def details_document(
-    path: Path, recognition: Any, students: dict[str, Any], options: Any
+    path: Path,
+    recognition: Any,
+    students: dict[str, Any],
+    options: Any,
+    known_faces: tuple[str, str] = ("", ""),
 ) -> dict[str, Any]:
     """One video's result as the function writes it to `<stem>.json` (same builder, same schema).
 
     The input key is the local path; there is no request id or function version offline.
     """
-    from hybrid_common.results import InputDetails
+    from hybrid_common.results import InputDetails, KnownFacesDetails
     from lambda_fn.outputs import build_details, settings_used
 
     details = build_details(
@@ -226,6 +233,7 @@ def details_document(
         settings=settings_used(options),
         function_version="",
         request_id="",
+        known_faces=KnownFacesDetails(*known_faces),
     )
     document: dict[str, Any] = json.loads(details.to_json())
     return document

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,16 +173,44 @@ def encode_face(image: np.ndarray, landmarks: Any) -> np.ndarray:
     return np.array(models().encoder.compute_face_descriptor(image, landmarks, 1))
 
 
+# A match must beat every other known person by this much. dlib trained its face descriptor
+# (loss_metric, dlib/dnn/loss.h) to put the same person under 0.6 - 0.04 and different people
+# over 0.6 + 0.04: a face whose distances to two known people differ by less than the two
+# margins (0.08) lies where the model was never taught to tell them apart, so naming either
+# is a guess. Measured (bench/accuracy.py): the stranger of the Hamilton clip sits 0.599 from
+# morgan_freeman and 0.609 from denzel_washington (0.010 apart); the course's true matches beat
+# the next person by 0.13 (floki) to 0.35.
+MATCH_MARGIN = 0.08
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Who a face is (`name`, None: nobody), and the evidence: nearest person, runner-up."""
+
+    name: str | None
+    nearest: str | None  # the nearest known person, even when too far or too ambiguous
+    distance: float  # to `nearest` (inf with no known faces)
+    runner_up: float  # distance to the nearest *other* person (inf if there is none)
+
+
 def match_face(
-    encoding: np.ndarray, known: KnownFaces, tolerance: float
-) -> tuple[str | None, float]:
-    """The nearest known person (smallest distance) if within tolerance, and that distance."""
+    encoding: np.ndarray, known: KnownFaces, tolerance: float, margin: float = MATCH_MARGIN
+) -> Match:
+    """The nearest known person, named if within `tolerance` and `margin` closer than any other.
+
+    Several encodings of one person count as that person (their nearest one); `margin` 0
+    gives the classic rule, nearest within tolerance.
+    """
     if not len(known):
-        return None, float("inf")
+        return Match(None, None, math.inf, math.inf)
     distances = np.linalg.norm(known.encodings - encoding, axis=1)
-    nearest = int(np.argmin(distances))
-    distance = float(distances[nearest])
-    return (known.names[nearest] if distance <= tolerance else None), distance
+    order = np.argsort(distances, kind="stable")
+    nearest = known.names[int(order[0])]
+    distance = float(distances[order[0]])
+    others = (float(distances[i]) for i in order[1:] if known.names[int(i)] != nearest)
+    runner_up = next(others, math.inf)
+    clear = distance <= tolerance and runner_up - distance >= margin
+    return Match(nearest if clear else None, nearest, distance, runner_up)
 
 
 def signature(image: np.ndarray, landmarks: Any) -> np.ndarray:

@@ -9,11 +9,15 @@ write the outputs, and always remove the file. Failure policy:
   events, so Lambda retries the invocation, and marks only that message as failed in an SQS
   batch (`batchItemFailures`), so SQS redelivers it alone;
 - an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue;
-- no usable known-faces file (absent, denied, not the format) is `known_faces_unavailable` in
-  each video's error.json — retrying would only fill the dead-letter queue — while a transient
-  error fetching it (throttling, 5xx, no connection) raises like any infrastructure error. A
-  warm container without known faces looks again at each invocation, so uploading the file heals it.
-Settings, AWS clients, dlib's models and the known faces are loaded once per container.
+- no usable known-faces file at start (absent, denied, not the format) is
+  `known_faces_unavailable` in each video's error.json — retrying would only fill the
+  dead-letter queue — while a transient error fetching it (throttling, 5xx, no connection)
+  raises like any infrastructure error. A container without known faces looks again at each
+  invocation, so uploading the file heals it.
+Settings, AWS clients, dlib's models and the known faces are loaded once per container; the
+known faces are checked for a new version at most every `known_faces_check_s` seconds and
+swapped between videos (`lambda_fn.known_faces.LiveKnownFaces`), so a pushed file is rolled
+out without a redeploy. Every `<stem>.json` names the version it was computed with.
 """
 
 from __future__ import annotations
@@ -39,11 +43,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.keys import split_result_key
 from hybrid_common.logs import configure_logging, get_logger
-from hybrid_common.results import ErrorDoc, InputDetails
+from hybrid_common.results import ErrorDoc, InputDetails, KnownFacesDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
 from lambda_fn.faces import models
-from lambda_fn.known_faces import KNOWN_FACES_UNAVAILABLE, KnownFaces, KnownFacesError
+from lambda_fn.known_faces import (
+    KNOWN_FACES_UNAVAILABLE,
+    KnownFaces,
+    KnownFacesError,
+    LiveKnownFaces,
+)
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import VideoError
@@ -121,35 +130,6 @@ def make_clients(settings: FunctionSettings) -> tuple[S3Client, DynamoDBClient]:
     return s3, dynamodb
 
 
-# S3's answers meaning the file is not there for us: no retry brings it (403 included: without
-# s3:ListBucket, S3 answers a missing key with AccessDenied). Other errors may pass: retried.
-KNOWN_FACES_ABSENT = frozenset({"NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"})
-
-
-def load_known_faces(location: str, s3: S3Client) -> KnownFaces:
-    """The known-faces file from a path in the image or from `s3://bucket/key`.
-
-    Raises KnownFacesError if it is absent, denied or invalid (a lasting fault), and
-    ClientError/BotoCoreError for anything a retry may cure.
-    """
-    if location.startswith("s3://"):
-        bucket, _, key = location.removeprefix("s3://").partition("/")
-        try:
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
-        except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code", ""))
-            if code not in KNOWN_FACES_ABSENT:
-                raise
-            raise KnownFacesError(
-                f"{location}: {code}: no known-faces file there (upload one: "
-                "`hybrid-lambda faces build PHOTO_DIR -o FILE`, then `aws s3 cp FILE {location}`)"
-            ) from error
-        with body:
-            data = body.read()
-        return KnownFaces.from_bytes(data, origin=location)
-    return KnownFaces.load(Path(location))
-
-
 class Runtime:
     """What a warm container keeps between invocations, and the per-record work."""
 
@@ -165,12 +145,12 @@ class Runtime:
         self.options = options
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
-        self.known: KnownFaces | None = None
+        self.known_faces: LiveKnownFaces | None = None
         self.known_problem = ""
         self.pool: RecognitionPool | None = None
         # CloudWatch metrics as EMF (lambda_fn/metrics.py); one per container.
         self.metrics = FunctionMetrics()
-        self._load_known_faces()
+        self._start_known_faces()
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
@@ -185,28 +165,47 @@ class Runtime:
         log.info(
             "runtime.ready",
             known_faces=len(self.known) if self.known else None,
+            known_faces_version=self.known_faces.current.version if self.known_faces else None,
             output_bucket=settings.output_bucket,
             table=settings.table,
             version=self.version,
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _load_known_faces(self) -> None:
-        """Load the known faces and start the pool; a lasting fault is kept as known_problem.
+    @property
+    def known(self) -> KnownFaces | None:
+        """The known faces in use now (None: no usable file yet)."""
+        return self.known_faces.current.faces if self.known_faces else None
+
+    def _start_known_faces(self) -> None:
+        """First load and the pool; a lasting fault is kept as known_problem (no pool).
 
         Transient errors (ClientError, BotoCoreError) propagate: init or invocation is retried.
         """
         try:
-            known = load_known_faces(self.settings.known_faces, self.s3)
+            live = LiveKnownFaces(
+                self.settings.known_faces, self.s3, self.settings.known_faces_check_s
+            )
         except KnownFacesError as error:
             self.known_problem = str(error)
             log.error("known_faces.unavailable", reason=self.known_problem)
             return
-        self.known, self.known_problem = known, ""
+        self.known_faces, self.known_problem = live, ""
+        known = live.current.faces
         self.metrics.known_faces_loaded(known)
         # Forked once, in the init phase when the file is there, after the models are loaded:
         # a long video is split over the container's cores (a 3008 MB function has two vCPUs).
         self.pool = RecognitionPool(known, self.options)
+
+    def _refresh_known_faces(
+        self, live: LiveKnownFaces, pool: RecognitionPool
+    ) -> KnownFacesDetails:
+        """Switch to a new known-faces version if one was pushed; the version to report."""
+        current, changed = live.refresh()
+        if changed:
+            pool.use(current.faces)
+            self.metrics.known_faces_loaded(current.faces)
+        return KnownFacesDetails(current.version, current.source)
 
     # -- invocation ----------------------------------------------------------------------------
 
@@ -215,8 +214,8 @@ class Runtime:
         request_id = getattr(context, "aws_request_id", "") or ""
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            if self.known is None:
-                self._load_known_faces()  # uploaded since? (transient errors: retried)
+            if self.known_faces is None:
+                self._start_known_faces()  # uploaded since? (transient errors: retried)
             try:
                 source = source_of(event)
             except EventFormatError as error:
@@ -275,14 +274,14 @@ class Runtime:
                 log.warning("object.ignored", reason="a result file in the output bucket")
                 return Outcome(ref.key, "skipped")
             request_id = getattr(context, "aws_request_id", "") or ""
-            pool = self.pool
-            if pool is None:
+            pool, live = self.pool, self.known_faces
+            if pool is None or live is None:
                 log.error("video.refused", code=KNOWN_FACES_UNAVAILABLE)
                 return self._fail(ref, KNOWN_FACES_UNAVAILABLE, self.known_problem, request_id)
             deadline = work_deadline(context, self.settings.deadline_margin_s)
             try:
                 version = getattr(context, "function_version", "")
-                return self._process(pool, ref, request_id, version, deadline)
+                return self._process(ref, request_id, version, deadline, live=live, pool=pool)
             except (VideoError, InputRefused) as error:
                 return self._fail(ref, error.code, error.message, request_id)
             except INFRASTRUCTURE_ERRORS:
@@ -295,11 +294,13 @@ class Runtime:
 
     def _process(
         self,
-        pool: RecognitionPool,
         ref: S3ObjectRef,
         request_id: str,
         lambda_version: str,
         deadline: float,
+        *,
+        live: LiveKnownFaces,
+        pool: RecognitionPool,
     ) -> Outcome:
         started = time.perf_counter()
         head = self._head(ref)
@@ -312,6 +313,7 @@ class Runtime:
         if time.monotonic() >= deadline:
             raise VideoError("too_slow", "no time left in this invocation to start the video")
         timings: dict[str, float] = {}
+        known_faces = self._refresh_known_faces(live, pool)
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
@@ -336,19 +338,21 @@ class Runtime:
             ),
             function_version=version,
             request_id=request_id,
+            known_faces=known_faces,
         )
         csv_key = self.writer.write_success(details, sheet)
         log.info(
             "video.processed",
             people=recognition.names,
-            unknown_faces=recognition.unknown_faces,
+            unknown_faces=len(recognition.unknown_faces),
+            known_faces_version=known_faces.version,
             frames_sampled=recognition.frames_sampled,
             bytes=size,
             seconds=round(time.perf_counter() - started, 3),
         )
         self.metrics.video_processed(
             len(recognition.names),
-            recognition.unknown_faces,
+            len(recognition.unknown_faces),
             {**timings, "total": time.perf_counter() - started},
         )
         return Outcome(ref.key, "ok", csv_key)

@@ -5,13 +5,14 @@ no API call and no extra latency (a PutMetricData per video would add a request 
 mode to every invocation). Namespace `HybridSphere`, dimension `service=face-recognition`.
 
 Per invocation (one EMF document, flushed when the invocation ends):
-  Videos, PeopleFound, UnknownFaces (Count) and one `<stage>Duration` (Milliseconds) per stage
-  the handler timed (download, recognise_decode, recognise_detect, …, lookup, total);
+  Videos, PeopleFound, UnknownFaces (Count: unknown groups, one per stranger) and one
+  `<stage>Duration` (Milliseconds) per stage the handler timed (download,
+  recognise_decode, recognise_detect, …, lookup, total);
   MessagesHandedBack (Count) for SQS messages returned for redelivery.
 Separately, with a dimension of their own:
   VideoErrors by `ErrorCode` (the code in `<stem>.error.json`), one document per error;
   KnownFacesLoaded by `KnownFacesVersion` (a digest of the file's content) when a container
-  starts, so a graph shows which known-faces file the fleet runs.
+  starts or rolls out a new version, so a graph shows which known-faces file the fleet runs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class FunctionMetrics:
             self.known_faces_loaded(known)
 
     def known_faces_loaded(self, known: KnownFaces) -> None:
-        """Once per load (container start, or when a missing file appears): count, version."""
+        """A container loaded its known faces (at start, or once a missing file appeared),
+        or rolled out a new version."""
         self.known_version = known_faces_version(known)
         with single_metric(
             name="KnownFacesLoaded",

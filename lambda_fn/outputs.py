@@ -17,12 +17,16 @@ from hybrid_common.logs import get_logger
 from hybrid_common.results import (
     ErrorDoc,
     InputDetails,
+    KnownFacesDetails,
+    NearestDetails,
     PersonDetails,
     ResultDetails,
+    UnknownFaceDetails,
     VideoDetails,
     render_csv,
 )
 from lambda_fn.directory import Student
+from lambda_fn.unknown_faces import DESCRIPTOR_DECIMALS, UnknownGroup
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -45,8 +49,10 @@ def build_details(
     settings: Mapping[str, Any],
     function_version: str,
     request_id: str,
+    known_faces: KnownFacesDetails | None = None,
 ) -> ResultDetails:
-    """The details document: recognition plus each person's row from the students table."""
+    """The details document: recognition plus each person's row from the students table,
+    the unknown groups, and which known-faces version decided who is known."""
     people = []
     for seen in recognition.people:
         student = students.get(seen.name) or Student(seen.name, found=False)
@@ -75,11 +81,30 @@ def build_details(
         ),
         frames_sampled=recognition.frames_sampled,
         people=people,
-        unknown_faces=recognition.unknown_faces,
+        unknown_faces=[unknown_face_details(group) for group in recognition.unknown_faces],
         timings={name: round(seconds, 4) for name, seconds in timings.items()},
         settings=dict(settings),
+        known_faces=known_faces or KnownFacesDetails(),
         function_version=function_version,
         request_id=request_id,
+    )
+
+
+def unknown_face_details(group: UnknownGroup) -> UnknownFaceDetails:
+    """An unknown group as `<stem>.json` holds it (descriptor rounded: 6 decimals are ~1e-6
+    of a distance, far below what tells two people apart, and keep the file small)."""
+    nearest = (
+        NearestDetails(group.nearest, round(group.nearest_distance, 4))
+        if group.nearest is not None
+        else None
+    )
+    return UnknownFaceDetails(
+        id=group.id,
+        first_seen_s=round(group.first_seen_s, 3),
+        last_seen_s=round(group.last_seen_s, 3),
+        samples=group.samples,
+        descriptor=[round(float(x), DESCRIPTOR_DECIMALS) for x in group.descriptor],
+        nearest=nearest,
     )
 
 

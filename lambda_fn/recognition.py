@@ -12,6 +12,7 @@ import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ from lambda_fn.faces import (
 from lambda_fn.frames import SampledFrame, VideoError, VideoInfo, VideoReader
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.settings import RecognitionOptions
+from lambda_fn.unknown_faces import UnknownFaces, UnknownGroup, finish
 
-__all__ = ["PersonSeen", "Recognition", "VideoError", "VideoInfo", "recognise"]
+__all__ = ["PersonSeen", "Recognition", "UnknownGroup", "VideoError", "VideoInfo", "recognise"]
 
 log = get_logger(__name__)
 
@@ -61,7 +63,7 @@ class Recognition:
     video: VideoInfo
     frames_sampled: int
     people: list[PersonSeen]  # in order of first appearance
-    unknown_faces: int  # faces (followed across samples: counted once) matching nobody
+    unknown_faces: list[UnknownGroup]  # people matching nobody, in order of first appearance
     timings: dict[str, float]  # seconds: decode, detect, track, encode, match, total, cpu
     faces_encoded: int = 0
     faces_tracked: int = 0  # faces recognised by tracking instead of encoding
@@ -136,7 +138,7 @@ def recognise(
         video=reader.info,
         frames_sampled=scan.sampled,
         people=list(scan.people.values()),
-        unknown_faces=scan.unknown,
+        unknown_faces=scan.unknown.groups(known),
         timings=timings,
         faces_encoded=scan.encoded,
         faces_tracked=scan.tracked,
@@ -146,7 +148,7 @@ def recognise(
         "video.recognised",
         path=str(path),
         people=result.names,
-        unknown_faces=result.unknown_faces,
+        unknown_faces=len(result.unknown_faces),
         frames_sampled=result.frames_sampled,
         faces_encoded=result.faces_encoded,
         faces_tracked=result.faces_tracked,
@@ -191,7 +193,8 @@ class _Scan:
         self.watch = _Stopwatch()
         self.people: dict[str, PersonSeen] = {}
         self.tracker = FaceTracker()
-        self.unknown = self.encoded = self.tracked = self.sampled = 0
+        self.unknown = UnknownFaces()
+        self.encoded = self.tracked = self.sampled = 0
 
     def look_at(self, frame: SampledFrame) -> bool:
         """Find, identify and record the faces of one sample; True means stop (first-match)."""
@@ -202,9 +205,18 @@ class _Scan:
             boxes, _ = detect_faces(frame.small, frame.image, self.passes, thorough=thorough)
         try:
             for box in boxes:
-                face, fresh = self._identify(frame, box)
+                face, encoding = self._identify(frame, box)
+                fresh = encoding is not None
                 self.tracker.add(face)
-                if face.name is not None:
+                if face.name is None:
+                    self.unknown.saw(
+                        face.track,
+                        frame.time_s,
+                        encoding,
+                        box.area,
+                        partial(_crop, frame.image, box),
+                    )
+                else:
                     _saw(self.people, face, frame, fresh=fresh)
                     if self.options.mode == "first-match":
                         return True
@@ -212,8 +224,8 @@ class _Scan:
         finally:
             self.tracker.next_sample()
 
-    def _identify(self, frame: SampledFrame, box: Box) -> tuple[TrackedFace, bool]:
-        """Who this face is: followed from the previous sample, or encoded (fresh=True)."""
+    def _identify(self, frame: SampledFrame, box: Box) -> tuple[TrackedFace, np.ndarray | None]:
+        """Who this face is: followed from the previous sample, or encoded (and its encoding)."""
         with self.watch.stage("track"):
             landmarks = face_landmarks(frame.image, box)
             look = signature(frame.image, landmarks)
@@ -222,17 +234,17 @@ class _Scan:
             self.tracked += 1
             return TrackedFace(
                 box, look, previous.name, previous.distance, previous.track, previous.age + 1
-            ), False
+            ), None
         # A new face, or one followed for long enough to be checked again.
         self.encoded += 1
         with self.watch.stage("encode"):
             encoding = encode_face(frame.image, landmarks)
         with self.watch.stage("match"):
-            name, distance = match_face(encoding, self.known, self.options.tolerance)
-        # An unknown face is counted once, however long it is followed.
-        self.unknown += name is None and (previous is None or previous.name is not None)
+            match = match_face(
+                encoding, self.known, self.options.tolerance, self.options.match_margin
+            )
         track = previous.track if previous is not None else self.tracker.new_track()
-        return TrackedFace(box, look, name, distance, track), True
+        return TrackedFace(box, look, match.name, match.distance, track), encoding
 
 
 def _saw(
@@ -273,13 +285,13 @@ def _crop(image: np.ndarray, box: Box) -> tuple[np.ndarray, tuple[int, int, int,
     return crop, inner
 
 
-def merge_segments(parts: list[Recognition], wall_s: float) -> Recognition:
+def merge_segments(parts: list[Recognition], wall_s: float, known: KnownFaces) -> Recognition:
     """One video's result (mode `all`) from those of its consecutive time segments.
 
     People are merged by name (first and last sighting, frames, best distance and its crop),
     in order of first appearance; counts and stage times are added up. A face followed
-    across a segment boundary is counted in both segments (encoded twice, and if unknown,
-    counted twice).
+    across a segment boundary is encoded in both segments; the unknown groups of all segments
+    are joined again by descriptor distance, so a stranger seen in two segments is one group.
     """
     merged: dict[str, PersonSeen] = {}
     for part in parts:
@@ -307,7 +319,7 @@ def merge_segments(parts: list[Recognition], wall_s: float) -> Recognition:
         video=next((p.video for p in parts if p.video.rotation), first.video),
         frames_sampled=sum(part.frames_sampled for part in parts),
         people=people,
-        unknown_faces=sum(part.unknown_faces for part in parts),
+        unknown_faces=finish((g for part in parts for g in part.unknown_faces), known),
         timings=timings,
         faces_encoded=sum(part.faces_encoded for part in parts),
         faces_tracked=sum(part.faces_tracked for part in parts),

@@ -124,9 +124,26 @@ class RecognitionPool:
         warm_up()
         warm_up_decoder()
         self._workers: list[_Worker] = []
+        self._start()
+
+    def _start(self) -> None:
         if self.size > 1 and "fork" in multiprocessing.get_all_start_methods():
             for _ in range(self.size):
-                self._workers.append(_Worker(known, options, self._workers))
+                self._workers.append(_Worker(self.known, self.options, self._workers))
+
+    def use(self, known: KnownFaces) -> None:
+        """Recognise with `known` from now on (a new known-faces version was rolled out).
+
+        The workers got the known faces when they were forked, so they are replaced by new
+        ones forked now: milliseconds, the models stay shared, and no video is in flight
+        (the handler calls this between videos).
+        """
+        if known is self.known:
+            return
+        self.close()
+        self.known = known
+        self._start()
+        log.info("pool.restarted", workers=len(self._workers), known_faces=len(known))
 
     def __enter__(self) -> RecognitionPool:
         return self
@@ -189,7 +206,7 @@ class RecognitionPool:
             raise errors[0]
         results = [o for _, o in sorted(parts.items()) if isinstance(o, Recognition)]
         log.debug("video.split", path=str(path), segments=len(segments))
-        return merge_segments(results, time.perf_counter() - started)
+        return merge_segments(results, time.perf_counter() - started, self.known)
 
     def _segments(self, path: Path) -> list[tuple[float, float]]:
         """Consecutive time ranges, one per worker, each with enough samples to be worth it."""

@@ -32,6 +32,14 @@ class RecognitionOptions(BaseSettings):
     tolerance: float = Field(
         default=0.6, gt=0, le=1.0, description="Largest face distance that counts as a match."
     )
+    match_margin: float = Field(
+        default=0.08,
+        ge=0,
+        le=1.0,
+        description="A match must also be this much closer than the next-nearest known person "
+        "(dlib trained its descriptor with a 0.04 margin on each side of 0.6); 0 gives the "
+        "classic rule, nearest within tolerance. See lambda_fn/faces.py, MATCH_MARGIN.",
+    )
     detect_width: int = Field(
         default=640, ge=160, le=4096, description="Frames are scaled to this width for detection."
     )
@@ -85,6 +93,13 @@ class FunctionSettings(BaseSettings):
     known_faces: str = Field(
         default="/opt/hybridsphere/known_faces.json",
         description="Known-faces file: a path in the image, or s3://bucket/key.",
+    )
+    known_faces_check_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A warm container checks the known-faces file for a new version at most "
+        "this often (a conditional GET on S3, a stat for a path) and switches to it between "
+        "videos; 0 checks before every video.",
     )
     max_input_bytes: int = Field(
         default=1 << 30, gt=0, description="Larger objects are refused before download."

@@ -79,6 +79,11 @@ def test_process_json_reports_failures_as_error_documents(tmp_path: Path) -> Non
         (lambda d: d.pop("request_id"), "missing fields"),
         (lambda d: d["people"][0].update(seconds=1), r"people\[0\]: unknown"),
         (lambda d: d.update(format="other"), "format"),
+        (lambda d: d["unknown_faces"][0].update(name="x"), r"unknown_faces\[0\]: unknown"),
+        (lambda d: d["unknown_faces"][0]["descriptor"].pop(), r"unknown_faces\[0\].descriptor"),
+        (lambda d: d["unknown_faces"][0]["nearest"].pop("distance"), r"\[0\].nearest: missing"),
+        (lambda d: d.update(unknown_faces=3), "unknown_faces: expected a list"),
+        (lambda d: d["known_faces"].pop("version"), r"known_faces: missing"),
         (lambda d: d.update(frames_sampled="many"), "frames_sampled"),
     ],
 )
@@ -93,5 +98,5 @@ def test_a_document_off_the_schema_is_refused(change: Any, message: str) -> None
 def test_the_json_schema_names_every_field() -> None:
     assert set(details_json_schema()["properties"]) == {
         "input", "video", "frames_sampled", "people", "unknown_faces", "timings", "settings",
-        "function_version", "request_id", "status",
+        "known_faces", "function_version", "request_id", "status",
     }  # fmt: skip

@@ -39,6 +39,11 @@ def known_faces(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+# The Invoke API on a free port: the demo's default (9001) may be held by another demo on this
+# machine, and these tests are about the demo's own processes.
+DEMO_ENV = {**os.environ, "HYBRID_INVOKE_PORT": "0"}
+
+
 def demo_argv(state_dir: Path, known_faces: Path, shared_data: Path) -> list[str]:
     return [
         sys.executable, "-m", "local_stack", "demo", "--state-dir", str(state_dir), "--port", "0",
@@ -53,7 +58,7 @@ def test_demo_samples_all_correct(shared_data: Path, known_faces: Path, tmp_path
     argv += ["--samples", str(shared_data / "cse546" / "test_case_1")]
     argv += ["--expect", str(shared_data / "cse546" / "mapping"), "--timeout", "300"]
     result = subprocess.run(
-        argv, check=False, capture_output=True, text=True, timeout=540, cwd=tmp_path
+        argv, check=False, capture_output=True, text=True, timeout=540, cwd=tmp_path, env=DEMO_ENV
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "correct=8 wrong=0 missing=0" in result.stdout
@@ -79,7 +84,7 @@ def test_killed_watcher_is_restarted_and_the_cloud_keeps_its_state(
     with log_path.open("w") as log_file:
         demo = subprocess.Popen(
             demo_argv(state_dir, known_faces, shared_data),
-            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=tmp_path, env=DEMO_ENV,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -143,6 +148,7 @@ class DemoTree:
             "HYBRID_HANDLER": "stand_in_handler.handler",
             "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]),
             "STAND_IN_STATE": str(tmp_path / "stand-in"),
+            "HYBRID_INVOKE_PORT": "0",  # as DEMO_ENV
         }
         with self.log_path.open("w") as log_file:
             self.process = subprocess.Popen(

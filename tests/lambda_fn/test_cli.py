@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -107,6 +108,11 @@ def test_process_json_with_students(shared_data: Path, course_faces: Path) -> No
     (person,) = video["people"]
     assert (person["name"], person["major"], person["year"]) == ("mr_bean", "lawyer", "freshmen")
     assert document["options"]["mode"] == "first-match"
+    # The known-faces version it used: the file's SHA-256, as the function reports it.
+    assert video["known_faces"] == {
+        "version": hashlib.sha256(course_faces.read_bytes()).hexdigest(),
+        "source": str(course_faces),
+    }
 
 
 def test_bad_faces_file_is_one_readable_line(tmp_path: Path) -> None:

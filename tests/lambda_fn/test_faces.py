@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from lambda_fn.faces import (
     DETECT_PASSES,
+    MATCH_MARGIN,
     Box,
     FaceTracker,
     TrackedFace,
@@ -33,17 +35,47 @@ def test_match_takes_the_smallest_distance_not_the_first_hit() -> None:
     nearest = np.zeros(128)
     nearest[1] = 0.30
     known = KnownFaces(names=["first", "nearest"], encodings=np.stack([first, nearest]))
-    assert match_face(probe, known, tolerance=0.6) == ("nearest", pytest.approx(0.30))
+    match = match_face(probe, known, tolerance=0.6)
+    assert (match.name, match.distance) == ("nearest", pytest.approx(0.30))
+    assert match.runner_up == pytest.approx(0.55)
 
 
-def test_match_beyond_tolerance_is_unknown() -> None:
+def test_match_beyond_tolerance_is_unknown_but_names_the_nearest() -> None:
     known = KnownFaces(names=["far"], encodings=np.full((1, 128), 0.1))
-    name, distance = match_face(np.zeros(128), known, tolerance=0.6)
-    assert name is None and distance == pytest.approx(0.1 * np.sqrt(128))
-    assert (
-        match_face(np.zeros(128), KnownFaces(names=[], encodings=np.zeros((0, 128))), 0.6)[0]
-        is None
+    match = match_face(np.zeros(128), known, tolerance=0.6)
+    assert match.name is None and match.nearest == "far"
+    assert match.distance == pytest.approx(0.1 * np.sqrt(128))
+    nobody = match_face(np.zeros(128), KnownFaces(names=[], encodings=np.zeros((0, 128))), 0.6)
+    assert (nobody.name, nobody.nearest, nobody.distance) == (None, None, math.inf)
+
+
+def axis(distance: float, dimension: int) -> np.ndarray:
+    vector = np.zeros(128)
+    vector[dimension] = distance
+    return vector
+
+
+def test_a_face_about_as_near_two_people_is_nobody_however_near() -> None:
+    """The Hamilton clip's stranger: 0.599 from one known person, 0.609 from another."""
+    known = KnownFaces(names=["freeman", "washington"], encodings=[axis(0.599, 0), axis(0.609, 1)])
+    match = match_face(np.zeros(128), known, tolerance=0.6)
+    assert match.name is None
+    assert (match.nearest, match.distance) == ("freeman", pytest.approx(0.599))
+    # The classic rule (margin 0) names him.
+    assert match_face(np.zeros(128), known, tolerance=0.6, margin=0).name == "freeman"
+
+
+def test_a_clear_match_keeps_its_name_and_several_encodings_of_one_person_are_not_rivals() -> None:
+    """floki: 0.569 from himself, 0.699 from the next person (margin 0.13)."""
+    known = KnownFaces(
+        names=["floki", "floki", "diesel"],
+        encodings=[axis(0.569, 0), axis(0.58, 1), axis(0.699, 2)],
     )
+    match = match_face(np.zeros(128), known, tolerance=0.6)
+    assert (match.name, match.runner_up) == ("floki", pytest.approx(0.699))
+    alone = KnownFaces(names=["floki"], encodings=[axis(0.569, 0)])
+    assert match_face(np.zeros(128), alone, tolerance=0.6).name == "floki"  # no rival at all
+    assert pytest.approx(0.08) == MATCH_MARGIN
 
 
 def test_box_iou() -> None:

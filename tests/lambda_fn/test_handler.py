@@ -25,11 +25,12 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from hybrid_common.keys import ResultKind, result_key
-from hybrid_common.results import ErrorDoc, ResultDetails
+from hybrid_common.result_schema import check_details
+from hybrid_common.results import ErrorDoc, KnownFacesDetails, ResultDetails
 from hybrid_common.students import load_students, read_students
 from lambda_fn import handler as handler_module
 from lambda_fn.handler import Runtime
-from lambda_fn.known_faces import KnownFaces
+from lambda_fn.known_faces import KnownFaces, file_version
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
@@ -663,7 +664,8 @@ def test_messages_handed_back_are_counted(
 ) -> None:
     event, _ = sqs_event(s3_event(cloud.inputs, "videos/vm-1/s-emf-late/a.mp4"))
     capsys.readouterr()
-    runtime.handle(event, Context(remaining_ms=5_000))
+    # 300 s when the invocation starts, 5 s when the message comes up: handed back.
+    runtime.handle(event, LateContext(remaining_ms=5_000, started_ms=300_000))
     (doc,) = emf_documents(capsys.readouterr().out)
     assert emf_value(doc, "MessagesHandedBack") == 1.0
 
@@ -693,3 +695,54 @@ def test_a_new_container_reports_the_known_faces_version(
     # The version is the content's: the same faces give the same version.
     same = KnownFaces.from_bytes(fresh.known.to_bytes())
     assert fresh.metrics.known_version == FunctionMetrics(same).known_version
+
+
+@pytest.mark.slow
+def test_a_pushed_known_faces_version_reaches_a_warm_container_and_its_workers(
+    cloud: Cloud, shared_data: Path, tmp_path: Path
+) -> None:
+    """v1 (the course faces) -> the Hamilton clip's man is an unknown group; his group's
+    descriptor, enrolled into v2 and pushed, is used by the same warm container once the
+    check interval is up: the new result names him and v2's version."""
+    faces_key = f"config/rollout-{uuid.uuid4().hex[:8]}.json"
+    v1 = KnownFaces.from_lists(*load_course_encodings(shared_data / "cse546" / "encoding"))
+    cloud.s3.put_object(Bucket=cloud.inputs, Key=faces_key, Body=v1.to_bytes())
+    location = f"s3://{cloud.inputs}/{faces_key}"
+    settings = cloud.settings(tmp_path, known_faces=location, known_faces_check_s=1.0)
+    # Two workers: the clip (10 samples) is split over them, so they must get v2 too.
+    runtime = Runtime(settings, RecognitionOptions(workers=2), clients=(cloud.s3, cloud.dynamodb))
+    clip = (shared_data / "faces" / "probes" / "short_hamilton_clip.mp4").read_bytes()
+    key = "videos/vm-1/s-rollout/hamilton.mp4"
+    try:
+        runtime.handle(cloud.put(key, clip), Context())
+        first = check_details(json.loads(cloud.read(key, ResultKind.DETAILS) or ""))
+        assert first.people == [] and cloud.read(key, ResultKind.CSV) == ""
+        assert first.known_faces == KnownFacesDetails(file_version(v1.to_bytes()), location)
+        assert [(u.id, u.samples) for u in first.unknown_faces] == [("u1", 6), ("u2", 1)]
+        nearest = first.unknown_faces[1].nearest
+        assert nearest is not None and nearest.name == "morgan_freeman"
+        assert nearest.distance == pytest.approx(0.599, abs=0.005)  # "looks like X at 0.60"
+        # The contact sheet shows the unknown groups, though nobody known was seen.
+        sheet = cloud.s3.get_object(Bucket=cloud.outputs, Key=result_key(key, ResultKind.FACES))
+        assert sheet["Body"].read()[:2] == b"\xff\xd8"
+
+        # Enrol u1 from the result alone (no dlib: its descriptor), push v2.
+        man = first.unknown_face("u1")
+        v2 = KnownFaces.from_lists(
+            [*v1.names, "lin_manuel_miranda"],
+            [*v1.encodings, man.descriptor],
+            [*v1.sources, f"{key}#u1"],
+        )
+        cloud.s3.put_object(Bucket=cloud.inputs, Key=faces_key, Body=v2.to_bytes())
+        time.sleep(1.1)
+        runtime.handle(cloud.put(key, clip), Context())
+        second = check_details(json.loads(cloud.read(key, ResultKind.DETAILS) or ""))
+        assert [p.name for p in second.people] == ["lin_manuel_miranda"]
+        assert second.people[0].frames == 6
+        assert (
+            second.known_faces.version == file_version(v2.to_bytes()) != first.known_faces.version
+        )
+        assert [(u.id, u.samples) for u in second.unknown_faces] == [("u1", 1)]
+        assert runtime.known.people[-1] == "lin_manuel_miranda"
+    finally:
+        runtime.pool.close()

@@ -11,13 +11,23 @@ import pytest
 from pydantic import ValidationError
 
 from hybrid_common.keys import ResultNaming
-from hybrid_common.results import ErrorDoc, InputDetails, PersonRow, ResultDetails, parse_csv
+from hybrid_common.results import (
+    ErrorDoc,
+    InputDetails,
+    KnownFacesDetails,
+    PersonRow,
+    ResultDetails,
+    parse_csv,
+)
 from lambda_fn.directory import Student
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
-from lambda_fn.recognition import PersonSeen, Recognition, VideoInfo
+from lambda_fn.recognition import PersonSeen, Recognition, UnknownGroup, VideoInfo
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 
 INPUT_KEY = "videos/vm-1/s-0001/my clip+1 été.mp4"
+KNOWN_FACES = KnownFacesDetails("ab" * 32, "s3://in/_assets/known_faces.json")
+# An unknown group's descriptor sum: two faces, so the mean is half of it.
+TOTAL = np.linspace(-0.5, 0.5, 128) * 2 + 1e-9
 
 
 @pytest.fixture
@@ -56,7 +66,18 @@ def recognition(people: list[str]) -> Recognition:
         video=video,
         frames_sampled=3,
         people=seen,
-        unknown_faces=1,
+        unknown_faces=[
+            UnknownGroup(
+                1.0,
+                4.0,
+                {1.0, 2.0, 4.0},
+                TOTAL,
+                2,
+                id="u1",
+                nearest="bush",
+                nearest_distance=0.631234,
+            )
+        ],
         timings={"decode": 0.1, "total": 0.5},
     )
 
@@ -70,6 +91,7 @@ def details_for(people: list[str], students: dict[str, Student]) -> ResultDetail
         settings=settings_used(RecognitionOptions(), contact_sheet=True),
         function_version="0.1.0",
         request_id="req-1",
+        known_faces=KNOWN_FACES,
     )
 
 
@@ -109,6 +131,20 @@ def test_success_writes_details_sheet_and_csv_named_after_the_input(s3: Any, buc
     assert document["settings"]["tolerance"] == 0.6
     assert document["settings"]["contact_sheet"] is True
     assert document["function_version"] == "0.1.0"
+    assert document["known_faces"] == {"version": "ab" * 32, "source": KNOWN_FACES.source}
+    (unknown,) = document["unknown_faces"]
+    assert {k: v for k, v in unknown.items() if k != "descriptor"} == {
+        "id": "u1",
+        "first_seen_s": 1.0,
+        "last_seen_s": 4.0,
+        "samples": 3,
+        "nearest": {"name": "bush", "distance": 0.6312},
+    }
+    # The group's mean descriptor, 128 numbers rounded to 6 decimals.
+    assert unknown["descriptor"] == [round(x, 6) for x in (TOTAL / 2).tolist()]
+    assert details.unknown_face("u1").descriptor == unknown["descriptor"]
+    with pytest.raises(KeyError, match="there are: u1"):
+        details.unknown_face("u2")
     assert ResultDetails.from_json(json.dumps(document)) == details
     head = s3.head_object(Bucket=bucket, Key=f"{stem}.faces.jpg")
     assert head["ContentType"] == "image/jpeg"

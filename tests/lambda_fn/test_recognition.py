@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lambda_fn.enrolment import build_from_photos
@@ -13,6 +14,7 @@ from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import (
     PersonSeen,
     Recognition,
+    UnknownGroup,
     VideoError,
     merge_segments,
     recognise,
@@ -60,7 +62,7 @@ def test_course_clips_all_people(course_results: dict[str, dict[str, Recognition
         assert person.first_seen_s == 0.0
         assert person.distance < 0.6
         assert person.frames == result.frames_sampled >= 2
-        assert result.unknown_faces == 0
+        assert result.unknown_faces == []
         assert person.crop is not None and person.crop.shape[2] == 3
         assert set(result.timings) >= {"decode", "detect", "encode", "match", "total"}
     assert results["test_6.mp4"].people[0].distance > 0.5  # floki: close to the tolerance
@@ -107,6 +109,45 @@ def test_hamilton_clip_with_a_store_built_from_photos(shared_data: Path, tmp_pat
 
 
 @pytest.fixture(scope="module")
+def hamilton_with_course_faces(shared_data: Path, course_faces: KnownFaces) -> Recognition:
+    clip = shared_data / "faces" / "probes" / "short_hamilton_clip.mp4"
+    return recognise(clip, course_faces, RecognitionOptions())
+
+
+@pytest.mark.slow
+def test_a_stranger_about_as_near_two_known_people_is_not_named(
+    hamilton_with_course_faces: Recognition,
+) -> None:
+    """The Hamilton clip holds none of the course's people. Its last face is 0.599 from
+    morgan_freeman and 0.609 from denzel_washington: once named morgan_freeman."""
+    assert hamilton_with_course_faces.names == []
+
+
+@pytest.mark.slow
+def test_the_hamilton_clips_two_strangers_are_two_stable_groups(
+    shared_data: Path, course_faces: KnownFaces, hamilton_with_course_faces: Recognition
+) -> None:
+    result = hamilton_with_course_faces
+    # Lin-Manuel Miranda in six samples over several shots (6 tracks), then another man.
+    assert [(g.id, g.samples, g.first_seen_s, g.last_seen_s) for g in result.unknown_faces] == [
+        ("u1", 6, 0.0, pytest.approx(7.007)),
+        ("u2", 1, pytest.approx(8.008), pytest.approx(8.008)),
+    ]
+    second = result.unknown_faces[1]
+    assert (second.nearest, second.nearest_distance) == (
+        "morgan_freeman",
+        pytest.approx(0.599, abs=0.005),
+    )
+    # Split over two processes, the groups of both segments are joined again.
+    clip = shared_data / "faces" / "probes" / "short_hamilton_clip.mp4"
+    with RecognitionPool(course_faces, RecognitionOptions(workers=2)) as pool:
+        split = pool.recognise(clip)
+    assert [(g.id, g.samples) for g in split.unknown_faces] == [("u1", 6), ("u2", 1)]
+    for whole, part in zip(result.unknown_faces, split.unknown_faces, strict=True):
+        assert np.linalg.norm(whole.descriptor - part.descriptor) < 0.05
+
+
+@pytest.fixture(scope="module")
 def obama_store(shared_data: Path) -> KnownFaces:
     return build_from_photos(shared_data / "faces" / "known")[0]
 
@@ -130,7 +171,7 @@ def test_still_face_is_encoded_once_then_tracked(
 
 
 @pytest.mark.slow
-def test_unknown_face_is_counted_once(
+def test_an_unknown_face_is_one_group_whose_descriptor_enrols_the_person(
     shared_data: Path, obama_store: KnownFaces, tmp_path: Path
 ) -> None:
     store = obama_store
@@ -142,15 +183,27 @@ def test_unknown_face_is_counted_once(
     # 8 samples: followed from sample to sample, and encoded again once it has aged.
     clip = write_clip(tmp_path / "stranger.mp4", still_painter(picture), frames=80, fps=10)
     result = recognise(clip, without_obama, RecognitionOptions())
-    assert result.people == [] and result.unknown_faces == 1
+    assert result.people == []
     assert (result.frames_sampled, result.faces_encoded, result.faces_tracked) == (8, 2, 6)
+    (group,) = result.unknown_faces
+    assert (group.id, group.samples, group.encodings) == ("u1", 8, 2)
+    assert (group.first_seen_s, group.last_seen_s) == (0.0, pytest.approx(7.0, abs=0.2))
+    assert group.nearest in without_obama.people and group.nearest_distance > 0.6
+    assert group.crop is not None and group.crop_box is not None
+    # Enrolled under a name (as `hybrid-watcher faces enrol` does), the group is recognised.
+    enrolled = KnownFaces.from_lists(
+        [*without_obama.names, "stranger"], [*without_obama.encodings, group.descriptor]
+    )
+    again = recognise(clip, enrolled, RecognitionOptions())
+    assert again.names == ["stranger"] and again.unknown_faces == []
+    assert again.people[0].distance < 0.1
 
 
 def test_video_without_faces(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "grey.mp4", level_painter(320, 180, 30), frames=30, fps=10)
     known = KnownFaces(names=[], encodings=[])
     result = recognise(clip, known, RecognitionOptions())
-    assert (result.people, result.unknown_faces, result.frames_sampled) == ([], 0, 3)
+    assert (result.people, result.unknown_faces, result.frames_sampled) == ([], [], 3)
     assert result.video.codec == "h264" and result.video.width == 320
 
 
@@ -174,13 +227,20 @@ def test_pool_reports_errors_per_video_in_input_order(tmp_path: Path) -> None:
     assert isinstance(outcomes[1][1], Recognition)
 
 
+def stranger(first: float, last: float, at: float) -> list[UnknownGroup]:
+    """One unknown group whose descriptor is `at` along the first axis."""
+    descriptor = np.zeros(128)
+    descriptor[0] = at
+    return [UnknownGroup(first, last, {first, last}, descriptor, 1)]
+
+
 def test_merge_segments_keeps_first_appearance_and_best_match() -> None:
     info = VideoInfo(20.0, 30.0, 640, 360, 0, "h264", "mp4")
     early = Recognition(
         info,
         10,
         [PersonSeen("b", 2.0, 9.0, 5, 0.5), PersonSeen("a", 4.0, 4.0, 1, 0.4)],
-        1,
+        stranger(7.0, 8.0, 0.0),
         {"decode": 1.0, "total": 3.0},
         faces_encoded=3,
     )
@@ -188,11 +248,11 @@ def test_merge_segments_keeps_first_appearance_and_best_match() -> None:
         info,
         10,
         [PersonSeen("c", 10.0, 11.0, 2, 0.3), PersonSeen("b", 10.0, 19.0, 9, 0.2)],
-        2,
+        stranger(10.0, 12.0, 0.1) + stranger(13.0, 13.0, 3.0),
         {"decode": 2.0, "total": 3.0},
         faces_encoded=2,
     )
-    merged = merge_segments([early, late], wall_s=3.5)
+    merged = merge_segments([early, late], wall_s=3.5, known=KnownFaces(names=[], encodings=[]))
     assert [
         (p.name, p.first_seen_s, p.last_seen_s, p.frames, p.distance) for p in merged.people
     ] == [
@@ -200,7 +260,12 @@ def test_merge_segments_keeps_first_appearance_and_best_match() -> None:
         ("a", 4.0, 4.0, 1, 0.4),
         ("c", 10.0, 11.0, 2, 0.3),
     ]
-    assert (merged.frames_sampled, merged.unknown_faces, merged.faces_encoded) == (20, 3, 5)
+    assert (merged.frames_sampled, merged.faces_encoded) == (20, 5)
+    # The stranger at the boundary is one group; the other one is a second group.
+    assert [(g.id, g.first_seen_s, g.last_seen_s) for g in merged.unknown_faces] == [
+        ("u1", 7.0, 12.0),
+        ("u2", 13.0, 13.0),
+    ]
     assert merged.timings == {"decode": 3.0, "total": 3.5}
     assert early.people[0].frames == 5  # the parts are not modified
 

@@ -447,7 +447,7 @@ def get_runtime() -> Runtime:
     settings = FunctionSettings()
     configure_logging(settings.log_level, json=True)
     use_local_credentials_for_loopback(settings.endpoint_url)  # the emulator on a laptop
-    return Runtime(settings, RecognitionOptions())
+    return Runtime(settings, settings.recognition)
 
 
 def handler(event: Any, context: LambdaContext) -> dict[str, Any]:

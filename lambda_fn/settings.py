@@ -1,7 +1,10 @@
 """The function's settings, from environment variables (HYBRID_*) set on the Lambda function.
 
-Names match the watcher's where they mean the same thing (endpoint_url, region,
-output_bucket, table). Read once per container at import time of the handler.
+One settings class (`FunctionSettings`) reads the environment; the recognition core takes its
+options as a plain `RecognitionOptions` object (`FunctionSettings.recognition`, or the flags of
+`hybrid-lambda process`) and never reads the environment itself. Names match the watcher's
+where they mean the same thing (endpoint_url, region, output_bucket, table). Read once per
+container at import time of the handler.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
@@ -18,10 +21,11 @@ from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
 
-class RecognitionOptions(BaseSettings):
-    """How frames are sampled and faces matched: for the handler and `hybrid-lambda process`."""
+class RecognitionOptions(BaseModel):
+    """How frames are sampled and faces matched: plain values for the recognition core, given
+    by `FunctionSettings.recognition` (the handler) or by `hybrid-lambda process`'s flags."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     mode: Literal["all", "first-match"] = Field(
         default="all",
@@ -81,8 +85,9 @@ class RecognitionOptions(BaseSettings):
     )
 
 
-class FunctionSettings(BaseSettings):
-    """The Lambda function's environment."""
+class FunctionSettings(BaseSettings, RecognitionOptions):
+    """The Lambda function's environment: its own settings and the recognition options
+    (HYBRID_MODE, HYBRID_SAMPLE_FPS, ... — the fields it inherits from RecognitionOptions)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
@@ -129,6 +134,13 @@ class FunctionSettings(BaseSettings):
     csv_header: bool = Field(
         default=False, description="Write a 'name,major,year' header row first."
     )
+
+    @property
+    def recognition(self) -> RecognitionOptions:
+        """The recognition options alone, as the core takes them."""
+        return RecognitionOptions(
+            **{name: getattr(self, name) for name in RecognitionOptions.model_fields}
+        )
 
     @property
     def naming(self) -> ResultNaming:

@@ -11,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.local_stack import SeaweedProcess
+from tests.servers import SeaweedProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # Daemon-driving fixtures (cloud, function, daemons), shared by tests/watcher and tests/e2e.

@@ -14,7 +14,7 @@ import yaml
 from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from local_stack.cli import build_parser as local_parser
 from local_stack.emulator.settings import RuntimeSettings
-from tests.local_stack import SERVE_LOCAL
+from tests.servers import SERVE_LOCAL
 from watcher.cli import build_parser as watcher_parser
 from watcher.settings import WatcherSettings
 

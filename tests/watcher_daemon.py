@@ -29,6 +29,7 @@ import boto3
 
 from hybrid_common.keys import ResultKind, result_key
 from hybrid_common.results import ErrorDoc, PersonRow, render_csv
+from tests.crash_points import KILL_AT_ENV
 from watcher.journal import JournalStore, Submission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,10 +176,13 @@ class Daemon:
         return self.root.parent / f"{self.root.name}-run{run}.log"
 
     def start(self, **extra_env: str) -> None:
+        """Run the daemon; with WATCHER_TEST_KILL_AT=<step> in `extra_env` it is the same daemon
+        run by `tests.crash_points`, which SIGKILLs it at that step."""
         self.runs += 1
+        module = "tests.crash_points" if KILL_AT_ENV in extra_env else "watcher"
         with self.log_path(self.runs).open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "watcher", "run"],
+                [sys.executable, "-m", module, "run"],
                 env={**self.env, **extra_env}, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
         self.wait_for("intake.started", timeout=30)  # watching the inbox from now on

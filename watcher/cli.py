@@ -25,9 +25,13 @@ from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
 from hybrid_common.version import version_line
+from watcher.doctor import add_doctor_arguments, cmd_doctor
+from watcher.faces_cli import add_faces_arguments, cmd_faces
 from watcher.journal import TERMINAL, JournalStore, State, Submission
+from watcher.report import add_report_arguments, cmd_report
 from watcher.settings import WatcherSettings, load_settings
 from watcher.staging import Staging
+from watcher.status import add_status_arguments, cmd_status
 
 log = get_logger(__name__)
 
@@ -111,45 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- status ---
-
-
-def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--limit", type=int, default=15, help="latest submissions to list")
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings()
-    journal = _open_journal(settings, readonly=True)
-    counts = journal.counts() if journal else {s.value: 0 for s in State}
-    latest = journal.latest(args.limit) if journal else []
-    if journal:
-        journal.close()
-    if args.json:
-        doc = {"counts": counts, "latest": [asdict(sub) for sub in latest]}
-        print(json.dumps(doc, indent=2, default=str))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    summary = Table(title=f"hybrid-watcher {settings.node_id}: submissions by state")
-    for state in counts:
-        summary.add_column(state, justify="right")
-    summary.add_row(*(str(n) for n in counts.values()))
-    console.print(summary)
-    table = Table(title="latest submissions")
-    for column in ("id", "file", "state", "updated", "result"):
-        table.add_column(column)
-    for sub in latest:
-        table.add_row(
-            sub.id, sub.original_name, sub.state.value, _when(sub.updated_at), _outcome(sub)
-        )
-    console.print(table)
-    return 0
-
-
 # --- show ---
 
 
@@ -202,6 +167,14 @@ def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("ref", nargs="?", metavar="ID", help="submission id (or prefix)")
     group.add_argument("--failed", action="store_true", help="every failed or timed-out one")
+    group.add_argument(
+        "--done", action="store_true",
+        help="process done videos again (no reuse); each new result replaces the old one",
+    )  # fmt: skip
+    parser.add_argument("--since", metavar="DATE", help="with --done: finished since DATE (UTC)")
+    parser.add_argument(
+        "--only-unknown", action="store_true", help="with --done: results with unknown faces"
+    )
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -211,6 +184,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
     journal = _open_journal(settings)
     if journal is None:
         print("no journal yet: nothing to retry", file=sys.stderr)
+        return 2
+    if args.done:
+        from watcher.rerun import retry_done
+
+        try:
+            return retry_done(journal, staging, since=args.since, only_unknown=args.only_unknown)
+        finally:
+            journal.close()
+    if args.since or args.only_unknown:
+        journal.close()
+        print("--since and --only-unknown go with --done", file=sys.stderr)
         return 2
     retryable = {State.FAILED, State.TIMED_OUT}
     if args.failed:
@@ -248,8 +232,13 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after S s")
 
 
-def copy_into_inbox(staging: Staging, source: Path) -> Path:
-    """Copy under a hidden temporary name, fsync, then rename: the daemon never sees half."""
+def copy_into_inbox(
+    staging: Staging, source: Path, before_rename: Callable[[Path], None] | None = None
+) -> Path:
+    """Copy under a hidden temporary name, fsync, then rename: the daemon never sees half.
+
+    `before_rename(target)` runs once the name is claimed, before the file appears there.
+    """
     staging.inbox.mkdir(parents=True, exist_ok=True)
     temp = staging.inbox / f".{source.name}.{secrets.token_hex(4)}.part"
     try:
@@ -258,6 +247,8 @@ def copy_into_inbox(staging: Staging, source: Path) -> Path:
             dst.flush()
             os.fsync(dst.fileno())
         target = staging.claim_group_name(staging.inbox, source.name)
+        if before_rename is not None:
+            before_rename(target)
         temp.rename(target)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -378,7 +369,12 @@ def cmd_config(args: argparse.Namespace) -> int:
 # Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
 COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
-    ("status", "counts by state and the latest submissions", add_status_arguments, cmd_status),
+    (
+        "status",
+        "is the daemon running, uploads in flight, counts and the latest submissions",
+        add_status_arguments,
+        cmd_status,
+    ),
     ("show", "one submission's history and result", add_show_arguments, cmd_show),
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
@@ -393,6 +389,14 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
         "manage the students table",
         add_students_arguments,
         cmd_students,
+    ),
+    ("faces", "see unknown faces, enrol people, roll out the set", add_faces_arguments, cmd_faces),
+    ("report", "what this node did over a period (--since 24h)", add_report_arguments, cmd_report),
+    (
+        "doctor",
+        "check this node's configuration, cloud and disks",
+        add_doctor_arguments,
+        cmd_doctor,
     ),
 ]
 

@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: submissions.replaces and the reruns table (`retry --done`)
 
 
 class State(StrEnum):
@@ -86,6 +86,7 @@ class Submission:
     overdue: bool = False
     triggered: bool = False
     delivered: bool = False
+    replaces: str | None = None  # a re-run (`retry --done`): the submission it answers again
 
     @property
     def terminal(self) -> bool:
@@ -137,6 +138,11 @@ CREATE TABLE IF NOT EXISTS events (
     detail        TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_submission ON events(submission_id, seq);
+CREATE TABLE IF NOT EXISTS reruns (
+    inbox_path    TEXT PRIMARY KEY,
+    replaces      TEXT NOT NULL,
+    requested_at  REAL NOT NULL
+);
 """
 
 # Columns a caller may set besides the state (guards the f-string SQL below).
@@ -176,6 +182,9 @@ class JournalStore:
             self._db.execute("PRAGMA synchronous = FULL")
             with self._db:
                 self._db.executescript(_SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(submissions)")}
+                if "replaces" not in columns:  # a journal from before schema 2
+                    self._db.execute("ALTER TABLE submissions ADD COLUMN replaces TEXT")
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -195,16 +204,24 @@ class JournalStore:
         state: State = State.DISCOVERED,
         error: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        replaces: str | None = None,
     ) -> Submission:
-        """Insert a new submission and its first event in one transaction."""
+        """Insert a new submission and its first event in one transaction.
+
+        A re-run (`replaces` set) consumes its request in the same transaction.
+        """
         now = time.time()
         with self._db:
             self._db.execute(
                 "INSERT INTO submissions (id, original_name, source_path, staged_path, key, "
-                "state, size, error, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "state, size, error, created_at, updated_at, replaces) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (submission_id, original_name, source_path, staged_path, key, state.value,
-                 size, error, now, now),
+                 size, error, now, now, replaces),
             )  # fmt: skip
+            if replaces is not None:
+                self._db.execute("DELETE FROM reruns WHERE inbox_path = ?", (source_path,))
+                detail = {**(detail or {}), "replaces": replaces}
             self._add_event(submission_id, now, str(state), detail or {})
         return self.get(submission_id)
 
@@ -254,6 +271,42 @@ class JournalStore:
             if event:
                 self._add_event(submission_id, now, event, detail or {})
         return self.get(submission_id)
+
+    def request_rerun(self, inbox_path: str, replaces: str) -> None:
+        """Mark the file about to appear at `inbox_path` as a re-run of `replaces`.
+
+        Committed before the file is put there, so the daemon never takes it as a new video.
+        """
+        now = time.time()
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO reruns (inbox_path, replaces, requested_at) VALUES (?,?,?)",
+                (inbox_path, replaces, now),
+            )
+            self._add_event(replaces, now, "rerun.requested", {"inbox_path": inbox_path})
+
+    def cancel_rerun(self, inbox_path: str) -> None:
+        """Forget a re-run request whose file never reached the inbox."""
+        with self._db:
+            self._db.execute("DELETE FROM reruns WHERE inbox_path = ?", (inbox_path,))
+
+    def rerun_of(self, inbox_path: str) -> str | None:
+        """The submission a file at `inbox_path` re-runs, if it was put there for that."""
+        row = self._db.execute(
+            "SELECT replaces FROM reruns WHERE inbox_path = ?", (inbox_path,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def pending_reruns(self) -> set[str]:
+        """Submissions with a re-run requested or under way (not concluded yet)."""
+        requested = {r[0] for r in self._db.execute("SELECT replaces FROM reruns")}
+        open_states = [s.value for s in OPEN]
+        marks = ",".join("?" * len(open_states))
+        running = self._db.execute(
+            f"SELECT replaces FROM submissions WHERE replaces IS NOT NULL AND state IN ({marks})",  # noqa: S608 -- only '?' placeholders are interpolated
+            open_states,
+        )
+        return requested | {r[0] for r in running}
 
     def record(self, submission_id: str, event: str, detail: Mapping[str, Any]) -> None:
         """Add a history line (e.g. `retried`) without touching the row."""
@@ -442,6 +495,12 @@ class AsyncJournal:
 
     async def undelivered(self) -> list[Submission]:
         return await self._in_thread(self.store.undelivered)
+
+    async def rerun_of(self, inbox_path: str) -> str | None:
+        return await self._in_thread(self.store.rerun_of, inbox_path)
+
+    async def record(self, submission_id: str, event: str, detail: Mapping[str, Any]) -> None:
+        await self._in_thread(self.store.record, submission_id, event, detail)
 
     async def done_with_sha256(self, sha256: str, exclude_id: str) -> Submission | None:
         return await self._in_thread(self.store.done_with_sha256, sha256, exclude_id)

@@ -20,7 +20,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import signal
 import stat
 import time
 from collections.abc import Callable
@@ -30,11 +29,13 @@ from typing import Any
 
 import structlog
 
-from hybrid_common.keys import InputKey, ResultKind, node_prefix, safe_name, stem_of
+from hybrid_common.keys import InputKey, ResultKind, node_prefix, safe_name
 from hybrid_common.logs import get_logger
 from hybrid_common.results import ErrorDoc, PersonRow, render_csv
+from watcher.awaiting import AwaitedResults
 from watcher.journal import OPEN, AsyncJournal, State, Submission, new_submission_id
 from watcher.metrics import Metrics
+from watcher.rerun import replace_results
 from watcher.results import (
     CsvSummary,
     ResultFiles,
@@ -58,8 +59,6 @@ from watcher.uploader import (
 log = get_logger(__name__)
 
 HASH_CHUNK = 1024 * 1024
-# Test-only: SIGKILL ourselves right after committing this step (see tests/watcher/test_service.py).
-KILL_AT_ENV = "WATCHER_TEST_KILL_AT"
 # What an operator can do about a file that cannot be moved out of the inbox.
 MOVE_HINTS = {
     errno.EXDEV: "a file system is mounted inside the inbox: drop files onto the staging "
@@ -113,16 +112,13 @@ class Pipeline:
         self.poller = poller
         self._invoke = invoke  # (key, etag, size) -> awaitable; None in trigger_mode "s3"
         self._allowed = normalise_extensions(settings.allowed_extensions)
-        self.awaiting: dict[str, Submission] = {}  # uploaded, waiting for a result
-        # Overdue submissions whose input object S3 still holds: not asked about again.
-        self._input_seen: set[str] = set()
+        self._awaited = AwaitedResults()  # uploaded, waiting for a result
         self._finish_lock = asyncio.Lock()
-        self._kill_at = os.environ.get(KILL_AT_ENV, "")
 
-    def _crash_point(self, step: str) -> None:
-        if self._kill_at == step:
-            log.warning("test.kill", step=step)
-            os.kill(os.getpid(), signal.SIGKILL)
+    @property
+    def awaiting_count(self) -> int:
+        """Submissions uploaded and waiting for their result."""
+        return len(self._awaited)
 
     # --- intake ---
 
@@ -149,11 +145,11 @@ class Pipeline:
         submission_id = new_submission_id()
         staged = self.staging.processing_path(submission_id, relative)
         key = submission_key(self.settings, submission_id, path.name)
+        replaces = await self.journal.rerun_of(str(path))  # put there by `retry --done`
         sub = await self.journal.create(
             submission_id=submission_id, original_name=relative, source_path=str(path),
-            staged_path=str(staged), key=key, size=st.st_size,
+            staged_path=str(staged), key=key, size=st.st_size, replaces=replaces,
         )  # fmt: skip
-        self._crash_point("discovered")
         staged_sub = await self._stage(sub)
         if staged_sub is not None and staged_sub.state is State.DISCOVERED:
             log.info("intake.taken", submission=sub.id, file=relative, bytes=st.st_size)
@@ -225,7 +221,9 @@ class Pipeline:
                 except FileNotFoundError:
                     await self.fail(sub, "intake", "vanished", f"{staged} disappeared")
                     return
-            if sub.state is State.DISCOVERED and self.settings.on_duplicate == "reuse":
+            # A re-run asks for a new answer: never the journal's old one.
+            reuse = self.settings.on_duplicate == "reuse" and sub.replaces is None
+            if sub.state is State.DISCOVERED and reuse:
                 earlier = await self.journal.done_with_sha256(sha256, sub.id)
                 if earlier is not None and await self._reuse(sub, earlier, sha256):
                     return
@@ -235,7 +233,6 @@ class Pipeline:
                 sub.id, State.UPLOADING, attempts=sub.attempts + 1, sha256=sha256, size=size,
                 detail={"attempt": sub.attempts + 1, "sha256": sha256},
             )  # fmt: skip
-            self._crash_point("uploading")
             request = UploadRequest(
                 staged, sub.key, sha256, size,
                 upload_metadata(sub.original_name, sha256, self.settings.node_id), fingerprint,
@@ -250,13 +247,11 @@ class Pipeline:
             except asyncio.CancelledError:
                 log.warning("upload.interrupted", key=sub.key, state=str(State.UPLOADING))
                 raise
-            self._crash_point("sent")  # stored in S3, not yet `uploaded` in the journal
             sub = await self.journal.transition(
                 sub.id, State.UPLOADED, uploaded_at=time.time(), etag=result.etag,
                 detail={"bytes": result.bytes, "seconds": round(result.seconds, 3),
                         "multipart": result.multipart, "resumed_parts": result.resumed_parts},
             )  # fmt: skip
-            self._crash_point("uploaded")
             self.metrics.uploads.inc()
             self.metrics.upload_bytes.inc(result.bytes)
             await self.trigger(sub)
@@ -275,17 +270,15 @@ class Pipeline:
                 # A crash from here to the commit invokes again after the restart: invocation
                 # is at least once (as Lambda's own async invokes are); the outputs are keyed by
                 # the input key, so a repeat rewrites the same result, collected once.
-                self._crash_point("invoked")
                 sub = await self.journal.update(sub.id, triggered=True, event="triggered")
-        self.awaiting[sub.id] = sub
+        self._awaited.add(sub)
 
     async def retrigger(self) -> None:
         """Invoke again for awaited submissions whose invoke failed transiently."""
         if self._invoke is None:
             return
-        for sub in list(self.awaiting.values()):
-            if not sub.triggered:
-                await self.trigger(sub)
+        for sub in self._awaited.untriggered():
+            await self.trigger(sub)
 
     async def _reuse(self, sub: Submission, earlier: Submission, sha256: str) -> bool:
         """Answer from what the journal recorded for an earlier identical video; False (so it
@@ -310,24 +303,27 @@ class Pipeline:
 
     # --- results ---
 
-    def listing_start(self) -> str:
-        """StartAfter for the output listing: just before the oldest awaited submission."""
-        if not self.awaiting:
-            return node_prefix(self.settings.key_prefix, self.settings.node_id)
-        return self.poller.start_before(min(self.awaiting))
+    async def list_results(self) -> list[tuple[Submission, ResultReady]]:
+        """One listing of the output bucket: the final results of awaited submissions in it.
 
-    def match(self, ready: ResultReady) -> Submission | None:
-        """The awaited submission a result belongs to (by the id segment of its key)."""
-        parts = ready.stem.split("/")
-        sub = self.awaiting.get(parts[-2]) if len(parts) >= 2 else None
-        if sub is None or stem_of(sub.key) != ready.stem:
-            return None
-        return sub
+        It starts just before the oldest awaited submission: Lambda answers concurrently, so a
+        newer video's result routinely overtakes an older one, and listing only after the
+        newest result seen would leave the straggler waiting. Results newer than the straggler
+        are listed again, a cheap page of keys, but never fetched twice (`collect` takes each
+        submission out of the awaited ones first). Raises what the listing raised.
+        """
+        oldest = self._awaited.oldest()
+        if oldest is None:
+            start = node_prefix(self.settings.key_prefix, self.settings.node_id)
+        else:
+            start = self.poller.start_before(oldest)
+        found = await self.poller.poll_once(start)
+        return [(sub, ready) for ready in found if (sub := self._awaited.match(ready))]
 
     async def collect(self, sub: Submission, ready: ResultReady) -> None:
         """Fetch a result, stage its files beside the video, conclude done or failed."""
         with structlog.contextvars.bound_contextvars(submission=sub.id):
-            if self.awaiting.pop(sub.id, None) is None:
+            if self._awaited.pop(sub.id) is None:
                 return  # concluded meanwhile (deadline)
             try:
                 await self._collect(sub, ready)
@@ -337,7 +333,7 @@ class Pipeline:
                 log.exception("result.collect_failed", key=ready.key)
                 current = await self.journal.get(sub.id)
                 if current.state is State.UPLOADED:
-                    self.awaiting[sub.id] = current
+                    self._awaited.add(current)
 
     async def _collect(self, sub: Submission, ready: ResultReady) -> None:
         staged = Path(sub.staged_path)
@@ -351,7 +347,7 @@ class Pipeline:
                     raise
                 except Exception as error:
                     log.warning("result.fetch_failed", key=ready.key, error=str(error))
-                    self.awaiting[sub.id] = sub  # the next poll lists it again
+                    self._awaited.add(sub)  # the next poll lists it again
                     return
                 doc, timings = files.error, files.timings
                 summary = CsvSummary()
@@ -419,26 +415,24 @@ class Pipeline:
         Returns the submissions to upload again: overdue because their input object vanished
         (a local cloud restarted without its state, a lifecycle rule, a person).
         """
+        s = self.settings
+        for sub, waited in self._awaited.waited(now, s.result_deadline_s):
+            if self._awaited.pop(sub.id) is None:
+                continue  # concluded meanwhile
+            self.metrics.failures.labels(stage="result").inc()
+            message = f"no result {waited:.0f} s after the upload"
+            await self._write_error(sub, "timed_out", message)
+            await self.conclude(sub, State.TIMED_OUT, error=message, event="result.timed_out")
         to_check: list[Submission] = []
-        self._input_seen &= self.awaiting.keys()
-        for sub in list(self.awaiting.values()):
-            waited = now - (sub.uploaded_at or sub.created_at)
-            if waited >= self.settings.result_deadline_s:
-                self.awaiting.pop(sub.id, None)
-                self.metrics.failures.labels(stage="result").inc()
-                message = f"no result {waited:.0f} s after the upload"
-                await self._write_error(sub, "timed_out", message)
-                await self.conclude(sub, State.TIMED_OUT, error=message, event="result.timed_out")
-                continue
-            if waited < self.settings.result_overdue_s:
-                continue
+        for sub, waited in self._awaited.waited(now, s.result_overdue_s):
             if not sub.overdue:
                 log.warning("result.overdue", submission=sub.id, file=sub.original_name,
                             key=sub.key, waited_s=round(waited, 1))  # fmt: skip
-                sub = self.awaiting[sub.id] = await self.journal.update(  # noqa: PLW2901 -- the row with overdue set replaces the stale one
+                marked = await self.journal.update(
                     sub.id, overdue=True, event="result.overdue", detail={"waited_s": waited}
                 )
-            if sub.id not in self._input_seen:
+                self._awaited.refresh(marked)
+            if self._awaited.needs_input_check(sub.id):
                 to_check.append(sub)
         # A few HEADs at once, and a bounded number per tick: a backlog of thousands gone
         # overdue together must not hold up the listing of results. Once S3 cannot answer one
@@ -471,16 +465,17 @@ class Pipeline:
             log.warning("input.check_failed", submission=sub.id, key=sub.key, error=str(error))
             return None
         if present or sub.attempts >= MAX_UPLOAD_ATTEMPTS:
-            self._input_seen.add(sub.id)
+            self._awaited.input_present(sub.id)
             if not present:
                 log.error(
                     "input.vanished", submission=sub.id, key=sub.key, attempts=sub.attempts,
                     action="none: upload attempts used up",
                 )  # fmt: skip
             return False
+        if self._awaited.pop(sub.id) is None:
+            return False  # concluded meanwhile
         log.warning("input.vanished", submission=sub.id, file=sub.original_name, key=sub.key,
                     action="upload again")  # fmt: skip
-        self.awaiting.pop(sub.id, None)
         await self.journal.transition(
             sub.id, State.UPLOADING, overdue=False, triggered=False, event="input.vanished"
         )
@@ -516,14 +511,19 @@ class Pipeline:
         folder = self.staging.done if state is State.DONE else self.staging.failed
         # One at a time: the free name claimed here must still be free when the group moves.
         async with self._finish_lock:
-            final = await asyncio.to_thread(
-                self.staging.claim_group_name, folder, sub.original_name
-            )
+            final = None
+            if state is State.DONE and sub.replaces is not None:
+                final = await self._replacement_target(sub)
+                if final is not None:
+                    result = {**(result or {}), "replaces": sub.replaces}
+            if final is None:
+                final = await asyncio.to_thread(
+                    self.staging.claim_group_name, folder, sub.original_name
+                )
             sub = await self.journal.transition(
                 sub.id, state, final_path=str(final), result=result, error=error, event=event,
                 **fields,
             )  # fmt: skip
-            self._crash_point(str(state))
             return await self.deliver(sub)
 
     async def deliver(self, sub: Submission) -> Submission:
@@ -534,6 +534,14 @@ class Pipeline:
         """
         assert sub.final_path is not None  # noqa: S101 -- concluded rows have one
         staged, final = Path(sub.staged_path), Path(sub.final_path)
+        replaced = (sub.result or {}).get("replaces")
+        if replaced is not None:
+            await asyncio.to_thread(replace_results, self.staging, staged, final)
+            await self.journal.record(str(replaced), "result.replaced", {"by": sub.id})
+            self._announce(sub)
+            sub = await self.journal.update(sub.id, delivered=True)
+            self.staging.release(final)  # held by recovery, like any concluded group's name
+            return sub
         for attempt in range(1, MAX_RENAMES + 1):
             try:
                 await asyncio.to_thread(self.staging.move_group, staged, final)
@@ -551,11 +559,32 @@ class Pipeline:
                 )
                 self.staging.release(final)
                 final = new
-        self._crash_point("moved")
         self._announce(sub)
         sub = await self.journal.update(sub.id, delivered=True)
         self.staging.release(final)  # the group's files hold its name from now on
         return sub
+
+    async def _replacement_target(self, sub: Submission) -> Path | None:
+        """The done/ video a re-run's result goes beside, if it still is the video processed."""
+        try:
+            old = await self.journal.get(sub.replaces or "")
+        except KeyError:
+            old = None  # pruned meanwhile
+        video = Path(old.final_path) if old is not None and old.final_path else None
+        if old is None or video is None or old.state is not State.DONE or not sub.sha256:
+            return None
+
+        def same_video() -> bool:
+            try:
+                return sha256_of(video)[0] == sub.sha256
+            except OSError:
+                return False
+
+        if not await asyncio.to_thread(same_video):
+            log.warning("rerun.not_replacing", submission=sub.id, replaces=sub.replaces,
+                        path=str(video), reason="the done/ video is gone or changed")  # fmt: skip
+            return None
+        return video
 
     def _announce(self, sub: Submission) -> None:
         result = sub.result or {}
@@ -569,6 +598,7 @@ class Pipeline:
             log.info(
                 "result.received", **fields, people=result.get("people", []),
                 timings=result.get("timings"), reused_from=result.get("reused_from"),
+                replaces=result.get("replaces"),
             )  # fmt: skip
         elif sub.state is State.TIMED_OUT:
             self.metrics.results.labels(outcome="timed_out").inc()
@@ -624,8 +654,8 @@ class Pipeline:
                 if staged is None or staged.state is not State.DISCOVERED:
                     continue
             to_upload.append(found.id)
-        if to_upload or self.awaiting:
-            log.info("recovery.resumed", uploads=len(to_upload), awaiting=len(self.awaiting))
+        if to_upload or self._awaited:
+            log.info("recovery.resumed", uploads=len(to_upload), awaiting=len(self._awaited))
         return to_upload
 
 

@@ -10,6 +10,7 @@ A second SIGINT skips the grace period.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from contextlib import AsyncExitStack, suppress
@@ -18,12 +19,15 @@ from pathlib import Path
 from hybrid_common.keys import node_prefix
 from hybrid_common.logs import get_logger
 from watcher.clients import aws_clients
+from watcher.daemon_state import HEARTBEAT_S, package_version, state_path, write_state
 from watcher.intake import Intake
 from watcher.journal import OPEN, AsyncJournal, State, Submission
 from watcher.metrics import Metrics
 from watcher.notify import Notifier
 from watcher.pipeline import Pipeline, make_invoke
+from watcher.progress import UploadProgress
 from watcher.results import ResultPoller, ResultReady
+from watcher.results_page import REFRESH_S, ResultsPage
 from watcher.retry import RETRY_OBSERVER
 from watcher.settings import WatcherSettings
 from watcher.staging import Staging
@@ -64,6 +68,10 @@ class WatcherService:
         self._stack = AsyncExitStack()
         self._pipeline: Pipeline | None = None
         self._intake: Intake | None = None
+        self.progress = UploadProgress()
+        self._started_at = time.time()
+        self._state_path = state_path(self.staging.root)
+        self.results_page = ResultsPage(self.staging.root, settings.journal_path)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -106,7 +114,7 @@ class WatcherService:
         self._stack.callback(self.metrics.close)
         RETRY_OBSERVER.set(self.metrics.retried)  # inherited by the tasks started below
         clients = await self._stack.enter_async_context(aws_clients(s))
-        uploader = Uploader(clients.s3, s)
+        uploader = Uploader(clients.s3, s, self.progress)
         self._pipeline = Pipeline(
             s, self.journal, self.staging, self.metrics, uploader,
             ResultPoller(clients.s3, s), make_invoke(clients.lambda_, s),
@@ -132,9 +140,10 @@ class WatcherService:
             "service.started", node=s.node_id, staging_root=str(s.staging_root),
             input_bucket=s.input_bucket, output_bucket=s.output_bucket,
             trigger_mode=s.trigger_mode, queued=len(self._queued),
-            awaiting=len(self.pipeline.awaiting),
+            awaiting=self.pipeline.awaiting_count,
         )  # fmt: skip
         self.notifier.ready(self._status_line())
+        await self._write_state()
 
     async def main_loop(self) -> None:
         assert self._intake is not None  # noqa: S101 -- startup() sets it
@@ -144,6 +153,8 @@ class WatcherService:
                 group.create_task(self._poll_loop(), name="poller"),
                 group.create_task(self._housekeeping_loop(), name="housekeeping"),
                 group.create_task(self._watchdog_loop(), name="watchdog"),
+                group.create_task(self._heartbeat_loop(), name="heartbeat"),
+                group.create_task(self._results_page_loop(), name="results-page"),
             ]
             tasks += [
                 group.create_task(self._upload_worker(), name=f"upload-{n}")
@@ -163,6 +174,10 @@ class WatcherService:
             log.info("service.stopped", unfinished=len(open_subs), **counts)
         await self._stack.aclose()
         await self.journal.close()
+        with suppress(Exception):  # the results delivered while draining
+            await asyncio.to_thread(self.results_page.refresh)
+        with suppress(Exception):  # `status` then says "not running (stopped at …)"
+            await self._write_state(stopped=True)
 
     async def _stop_when_asked(self, tasks: list[asyncio.Task[None]]) -> None:
         """On the first signal: stop intake, drain up to the grace period, cancel the rest."""
@@ -236,7 +251,7 @@ class WatcherService:
         period = s.poll_interval_s
         next_tick = loop.time() + period
         while not self.should_exit:
-            if not self.pipeline.awaiting:
+            if not self.pipeline.awaiting_count:
                 await self._poll_wake.wait()
                 self._poll_wake.clear()
                 period = s.poll_interval_s
@@ -260,13 +275,8 @@ class WatcherService:
         pipeline = self.pipeline
         self._polling = True
         try:
-            # The cursor is the oldest awaited submission: Lambda answers concurrently, so a
-            # newer video's result routinely overtakes an older one, and listing only after
-            # the newest result seen would leave the straggler waiting. Results newer than
-            # the straggler are re-listed, a cheap page of keys, but never fetched twice.
-            start = pipeline.listing_start()
             try:
-                found = await pipeline.poller.poll_once(start)
+                found = await pipeline.list_results()
             except Exception as error:
                 log.warning("results.poll_failed", error=str(error))
                 await self._check_deadlines()  # deadlines hold without S3 too
@@ -278,9 +288,8 @@ class WatcherService:
                     await pipeline.collect(sub, ready)
 
             async with asyncio.TaskGroup() as group:
-                for ready in found:
-                    if sub := pipeline.match(ready):
-                        group.create_task(collect_one(sub, ready))
+                for sub, ready in found:
+                    group.create_task(collect_one(sub, ready))
             await self._check_deadlines()
         finally:
             self._polling = False
@@ -306,7 +315,7 @@ class WatcherService:
             pipeline = self.pipeline
             if self._intake is not None:
                 self.metrics.waiting.set(self._intake.waiting)
-            self.metrics.pending_results.set(len(pipeline.awaiting))
+            self.metrics.pending_results.set(pipeline.awaiting_count)
             self.notifier.status(self._status_line())
             await pipeline.retrigger()
             await pipeline.redeliver()  # moves a full disk or a locked done/ stopped
@@ -334,7 +343,7 @@ class WatcherService:
         if min(days) <= 0:
             return
         try:
-            removed = await self.pipeline.journal.prune(time.time() - max(days) * DAY_S)
+            removed = await self.journal.prune(time.time() - max(days) * DAY_S)
         except Exception as error:  # a full disk fails the journal too: next round
             log.warning("retention.journal_failed", error=str(error))
             return
@@ -349,9 +358,43 @@ class WatcherService:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
+    async def _heartbeat_loop(self) -> None:
+        """The status file, every second: liveness and upload progress for `status`."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._write_state()
+            except OSError as error:  # a full disk must not stop the daemon
+                log.warning("heartbeat.write_failed", error=str(error))
+
+    async def _results_page_loop(self) -> None:
+        """Keep index.html in step with deliveries: at most one render per tick however many
+        results arrived (the page renders only when the journal changed)."""
+        while True:
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.results_page.refresh)
+            except Exception as error:  # a full disk, an odd details file: next tick
+                log.warning("results_page.failed", error=str(error))
+            # A huge journal renders slowly (10,000 results: ~1-2 s): rendering then takes at
+            # most a fifth of the time, whatever the rate of deliveries.
+            await asyncio.sleep(max(REFRESH_S, 4 * (time.monotonic() - started)))
+
+    async def _write_state(self, *, stopped: bool = False) -> None:
+        s = self.settings
+        doc = {
+            "pid": os.getpid(), "version": package_version(), "node": s.node_id,
+            "started_at": self._started_at, "heartbeat_at": time.time(),
+            "heartbeat_interval_s": HEARTBEAT_S, "stopped": stopped,
+            "input_bucket": s.input_bucket, "output_bucket": s.output_bucket,
+            "trigger_mode": s.trigger_mode, "staging_root": str(self.staging.root),
+            "status": self._status_line(), "uploads": self.progress.snapshot(),
+        }  # fmt: skip
+        await asyncio.to_thread(write_state, self._state_path, doc)
+
     def _status_line(self) -> str:
         waiting = self._intake.waiting if self._intake is not None else 0
-        awaiting = len(self._pipeline.awaiting) if self._pipeline is not None else 0
+        awaiting = self._pipeline.awaiting_count if self._pipeline is not None else 0
         return (
             f"inbox waiting {waiting}, queued {self._queue.qsize()}, uploading {self._busy}, "
             f"awaiting results {awaiting}"

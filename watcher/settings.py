@@ -237,6 +237,28 @@ class WatcherSettings(BaseSettings):
         "the CSV in done/ has one too.",
     )
 
+    # --- known faces ---
+    known_faces_uri: str | None = Field(
+        default=None,
+        description="s3://bucket/key of the known-faces file the function reads (its "
+        "HYBRID_KNOWN_FACES), for `hybrid-watcher faces pull|push|rollback`.",
+    )
+
+    @field_validator("known_faces_uri")
+    @classmethod
+    def _known_faces_is_an_s3_json_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bucket, _, key = value.removeprefix("s3://").partition("/")
+        if not value.startswith("s3://") or not key or not key.endswith(".json"):
+            raise ValueError(
+                "must be s3://BUCKET/KEY.json, e.g. s3://my-input/_assets/known_faces.json"
+            )
+        check_bucket_name(bucket)
+        return value
+
+    # --- end known faces ---
+
     @field_validator("sse_kms_key_id")
     @classmethod
     def _kms_key_needs_kms(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -285,6 +307,11 @@ class WatcherSettings(BaseSettings):
     @property
     def journal_path(self) -> Path:
         return self.staging_root / "journal.sqlite3"
+
+    @property
+    def known_faces_path(self) -> Path:
+        """The VM's working copy of the known faces (`faces pull` fills it, `push` sends it)."""
+        return self.staging_root / "known_faces.json"
 
     @property
     def naming(self) -> ResultNaming:

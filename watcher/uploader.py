@@ -27,6 +27,7 @@ import structlog
 
 from hybrid_common.logs import get_logger
 from watcher.pacing import MIB, Pacer
+from watcher.progress import UploadProgress
 from watcher.retry import RetryBudget, describe, error_code, is_transient
 from watcher.settings import WatcherSettings
 
@@ -171,8 +172,11 @@ def _crc32_of_file(path: Path) -> str:
 class Uploader:
     """Uploads files to the input bucket under the limits of one shared `Pacer`."""
 
-    def __init__(self, s3: S3Client, settings: WatcherSettings) -> None:
+    def __init__(
+        self, s3: S3Client, settings: WatcherSettings, progress: UploadProgress | None = None
+    ) -> None:
         self._s3 = s3
+        self.progress = progress or UploadProgress()
         self._settings = settings
         self._bucket = settings.input_bucket
         self._algorithm = settings.checksum
@@ -188,6 +192,8 @@ class Uploader:
             started = time.monotonic()
             budget = self._budget()
             multipart = request.size > settings.multipart_threshold_mb * MIB
+            name = original_name_from_metadata(request.metadata) or request.path.name
+            self.progress.start(request.key, name, request.size)
             with structlog.contextvars.bound_contextvars(key=request.key):
                 try:
                     if multipart:
@@ -200,6 +206,8 @@ class Uploader:
                     raise UploadFailed(describe(e), retryable=False) from e
                 except Exception as e:
                     raise UploadFailed(describe(e), retryable=is_transient(e)) from e
+                finally:
+                    self.progress.finish(request.key)
                 seconds = time.monotonic() - started
                 log.info(
                     "upload.completed",
@@ -285,6 +293,7 @@ class Uploader:
             return str(response["ETag"])
 
         etag = await budget.call("upload", put, key=request.key)
+        self.progress.advance(request.key, request.size)
         try:
             await self._check_unchanged(request)
         except _FileChanged:
@@ -333,6 +342,8 @@ class Uploader:
             # Aborted under us (an operator, or another host's orphan sweep): start over once.
             log.warning("upload.restarted", upload_id=upload_id, error=describe(error))
             upload_id = await self._create(request, budget)
+            name = original_name_from_metadata(request.metadata) or request.path.name
+            self.progress.start(request.key, name, request.size)  # from zero again
             parts, resumed = await self._send_parts(request, budget, upload_id, part_size, {})
         try:
             await self._check_unchanged(request)
@@ -461,6 +472,7 @@ class Uploader:
                 if old is not None and self._part_matches(old, length, digest):
                     done[number] = {"ETag": old["ETag"], self._checksum_param: digest.checksum}
                     resumed += 1
+                    self.progress.advance(request.key, length, resumed=True)
                     return
 
                 part_args: dict[str, Any] = {
@@ -486,6 +498,7 @@ class Uploader:
 
                 etag = await budget.call("upload", send, key=request.key, part=number)
                 done[number] = {"ETag": etag, self._checksum_param: digest.checksum}
+                self.progress.advance(request.key, length)  # per part: cheap, and often enough
 
         try:
             async with asyncio.TaskGroup() as group:

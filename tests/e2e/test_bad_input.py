@@ -33,8 +33,8 @@ from lambda_fn.recognition import recognise
 from lambda_fn.settings import RecognitionOptions
 from tests.lambda_fn.clips import level_painter, write_clip
 from tests.lambda_fn.test_frames import make_big_jpeg, write_mjpeg_bomb
-from tests.local_stack import free_port
 from tests.mounts import small_tmpfs
+from tests.servers import free_port
 from tests.watcher_daemon import (
     MP4_HEAD,
     Cloud,

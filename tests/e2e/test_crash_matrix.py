@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.faults import FaultProxy
-from tests.local_stack import MotoProcess, ServeLocal, provision_stack
 from tests.mounts import small_tmpfs
+from tests.servers import MotoProcess, ServeLocal, provision_stack
 from tests.watcher_daemon import (
     Cloud,
     Daemon,

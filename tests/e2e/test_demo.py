@@ -117,7 +117,13 @@ def test_killed_watcher_is_restarted_and_the_cloud_keeps_its_state(
 TESTS = REPO / "tests"
 # What a demo that has come up runs: its three parts and the runtime's grandchildren (an
 # execution environment for the provisioning's s3:TestEvent, and multiprocessing's tracker).
-COMPLETE_TREE = ("local-cloud", "serve-local", "watcher run", "spawn_main", "resource_tracker")
+COMPLETE_TREE = (
+    "local_stack cloud",
+    "local_stack serve",
+    "watcher run",
+    "spawn_main",
+    "resource_tracker",
+)
 GONE_WITHIN_S = 15.0
 
 

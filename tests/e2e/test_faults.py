@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import Chaos, FaultProxy
-from tests.local_stack import ServeLocal, provision_stack
+from tests.servers import ServeLocal, provision_stack
 from tests.watcher_daemon import Cloud, Daemon, drop, video_bytes
 
 VIDEOS = 50

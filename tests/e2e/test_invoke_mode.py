@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.local_stack import ServeLocal, provision_stack, s3_client
+from tests.servers import ServeLocal, provision_stack, s3_client
 from tests.watcher_daemon import Cloud, Daemon, drop, video_bytes
 from watcher.journal import State
 

@@ -18,7 +18,7 @@ from hybrid_common.results import parse_csv
 from hybrid_common.students import load_students, read_students
 from local_stack.expectations import expected_from_table, judge, read_expectations, render_mapping
 from local_stack.provision import Resources, make_clients, provision
-from tests.local_stack import REPO, ServeLocal
+from tests.servers import REPO, ServeLocal
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from lambda_fn.settings import FunctionSettings, RecognitionOptions
 from local_stack.provision import ensure_table
 from tests.course import COURSE_CLIPS
 from tests.faults import FaultProxy
-from tests.local_stack import ServeLocal, provision_stack
+from tests.servers import ServeLocal, provision_stack
 
 COURSE = COURSE_CLIPS
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-not-real"}

@@ -25,7 +25,7 @@ from local_stack.expectations import (
     read_expectations,
 )
 from local_stack.provision import Resources
-from tests.local_stack import REPO, ServeLocal, provision_stack
+from tests.servers import REPO, ServeLocal, provision_stack
 from tests.watcher_daemon import Cloud, Daemon, video_bytes
 
 HYBRID_LOCAL = [sys.executable, "-m", "local_stack"]

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import S3Backend
-from tests.local_stack import SeaweedProcess
+from tests.servers import SeaweedProcess
 from tests.watcher_daemon import Daemon, StandInFunction, drop, make_cloud, video_bytes
 from watcher.clients import aws_clients
 from watcher.settings import WatcherSettings

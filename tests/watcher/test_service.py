@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import FaultProxy
-from tests.local_stack import free_port
+from tests.servers import free_port
 from tests.watcher_daemon import (
     Cloud,
     Daemon,
@@ -142,8 +142,9 @@ def test_rejected_inputs(
     assert len(daemon.events("intake.rejected")) == 5
 
 
-# Each step the pipeline commits before acting; "moved" is after the files moved but before
-# the announcement; "failed" is the conclusion of a function error.
+# Each step the pipeline commits before acting (tests/crash_points.py kills the daemon right
+# after it); "moved" is after the files moved but before the announcement; "failed" is the
+# conclusion of a function error.
 KILL_STEPS = ["discovered", "uploading", "uploaded", "done", "moved", "failed"]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import S3Backend
 from tests.faults import FaultProxy, Seen
-from tests.local_stack import MotoProcess
+from tests.servers import MotoProcess
 from watcher.clients import aws_clients
 from watcher.pacing import MIB
 from watcher.settings import WatcherSettings

@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 
 from local_stack.provision import MAX_RECEIVE_COUNT, Resources
-from tests.local_stack import (
+from tests.servers import (
     REPO,
     SERVE_LOCAL,
     ServeLocal,

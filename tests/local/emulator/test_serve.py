@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from local_stack.cli import build_parser
 from local_stack.emulator.serve import settings_from_args
-from tests.local_stack import ServeLocal, provision_stack, s3_client
+from tests.servers import ServeLocal, provision_stack, s3_client
 
 
 def test_the_state_file_fills_what_the_environment_leaves_unset(

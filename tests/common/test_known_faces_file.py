@@ -1,0 +1,172 @@
+"""The dependency-free known-faces format: round trip, validation, and agreement with the
+function's numpy reader on every file (the same verdict, the same faces, the same bytes)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybrid_common.known_faces_file import (
+    ENCODING_SIZE,
+    FORMAT,
+    VERSION,
+    Face,
+    KnownFacesFile,
+    KnownFacesFileError,
+    distance,
+    file_version,
+)
+
+
+def face(name: str = "ada", value: float = 0.1, source: str = "ada/1.jpg") -> Face:
+    return Face(name, (value,) * ENCODING_SIZE, source)
+
+
+def document(**changes: object) -> bytes:
+    base: dict[str, object] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "faces": [{"name": "a", "source": "a.jpg", "encoding": [0.1] * 128}],
+    }
+    base.update(changes)
+    return json.dumps(base).encode()
+
+
+def test_round_trip_is_exact_and_canonical() -> None:
+    known = KnownFacesFile((face("ada", 0.1), face("ada", 1 / 3), face("bo", -2e-17, "")))
+    data = known.to_bytes()
+    again = KnownFacesFile.from_bytes(data)
+    assert again == known
+    assert again.to_bytes() == data
+    assert known.people == ["ada", "bo"]
+    assert len(known.of("ada")) == 2
+    assert known.content_version == again.content_version
+    assert len(known.content_version) == 12
+
+
+def test_editing_adds_and_removes_by_name() -> None:
+    known = KnownFacesFile((face("ada"),)).adding(face("bo", 0.2))
+    assert known.people == ["ada", "bo"]
+    assert known.without("ada").people == ["bo"]
+    assert known.content_version != known.without("ada").content_version
+
+
+@pytest.mark.parametrize(
+    "name", ["", "  ", "tab\there", "new\nline", " padded", "x" * 201, "bell\x07"]
+)
+def test_a_new_name_must_be_one_printable_line(name: str) -> None:
+    with pytest.raises(KnownFacesFileError, match="name"):
+        KnownFacesFile().adding(face(name))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x80\x04garbage", "pickle"),
+        (b"not json", "not a JSON"),
+        (b"[]", "top level"),
+        (document(format="other"), "format"),
+        (document(version=2), "unsupported version"),
+        (document(faces={}), "'faces' must be a list"),
+        (document(faces=[1]), r"faces\[0\]: expected an object"),
+        (document(faces=[{"name": "", "encoding": [0.0] * 128}]), "name"),
+        (document(faces=[{"name": "a", "encoding": [0.0] * 127}]), "127"),
+        (document(faces=[{"name": "a", "encoding": [True] * 128}]), "non-number"),
+        (document(faces=[{"name": "a", "source": 3, "encoding": [0.0] * 128}]), "source"),
+        (b'{"format": "hybridsphere.known-faces", "version": 1, "faces": '
+         b'[{"name": "a", "encoding": [NaN' + b", 0" * 127 + b"]}]}", "non-finite"),
+    ],
+)  # fmt: skip
+def test_invalid_files_are_refused_with_the_reason(data: bytes, message: str) -> None:
+    with pytest.raises(KnownFacesFileError, match=message):
+        KnownFacesFile.from_bytes(data, origin="x.json")
+
+
+def test_distance_is_euclidean() -> None:
+    assert distance([0.0, 3.0], [4.0, 0.0]) == 5.0
+
+
+# --- agreement with lambda_fn/known_faces.py (numpy) ---
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+anything = st.one_of(
+    finite, st.integers(-3, 3), st.booleans(), st.none(), st.text(max_size=2),
+    st.just(math.inf), st.just(math.nan),
+)  # fmt: skip
+encodings = st.one_of(
+    st.lists(finite, min_size=ENCODING_SIZE, max_size=ENCODING_SIZE),
+    st.lists(anything, min_size=ENCODING_SIZE, max_size=ENCODING_SIZE),
+    st.lists(finite, max_size=3),
+    anything,
+)
+entries = st.one_of(
+    st.fixed_dictionaries(
+        {"name": st.one_of(st.text(max_size=6), st.integers()), "encoding": encodings},
+        optional={"source": st.one_of(st.text(max_size=6), st.integers())},
+    ),
+    anything,
+)
+documents = st.fixed_dictionaries(
+    {
+        "format": st.sampled_from([FORMAT, "other"]),
+        "version": st.sampled_from([VERSION, 2, "1"]),
+        "faces": st.one_of(st.lists(entries, max_size=3), anything),
+    }
+)
+
+
+def _numpy_verdict(data: bytes) -> tuple[str, object]:
+    from lambda_fn.known_faces import KnownFaces, KnownFacesError  # the function's reader
+
+    try:
+        known = KnownFaces.from_bytes(data)
+    except KnownFacesError:
+        return ("error", None)
+    return ("ok", (known.names, known.sources, known.encodings.tolist(), known.to_bytes()))
+
+
+def _plain_verdict(data: bytes) -> tuple[str, object]:
+    try:
+        known = KnownFacesFile.from_bytes(data)
+    except KnownFacesFileError:
+        return ("error", None)
+    faces = known.faces
+    return (
+        "ok",
+        ([f.name for f in faces], [f.source for f in faces], [list(f.encoding) for f in faces],
+         known.to_bytes()),
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(documents)
+def test_both_readers_agree_on_every_document(doc: dict[str, object]) -> None:
+    data = json.dumps(doc).encode()
+    assert _plain_verdict(data) == _numpy_verdict(data)
+
+
+def test_both_readers_agree_on_a_pickle_and_non_json() -> None:
+    for data in (pickle.dumps({"name": ["a"]}), b"\xff\xfe", b"{"):
+        assert _plain_verdict(data) == _numpy_verdict(data) == ("error", None)
+
+
+def test_both_compute_the_same_content_version() -> None:
+    from lambda_fn.known_faces import KnownFaces
+    from lambda_fn.metrics import known_faces_version
+
+    known = KnownFacesFile((face("ada", 0.125), face("bo", 1 / 7)))
+    assert known.content_version == known_faces_version(KnownFaces.from_bytes(known.to_bytes()))
+
+
+def test_both_name_a_file_by_the_same_version() -> None:
+    from lambda_fn.known_faces import file_version as function_file_version
+
+    data = KnownFacesFile((face("ada", 0.125),)).to_bytes()
+    assert (
+        file_version(data) == function_file_version(data) == KnownFacesFile.from_bytes(data).version
+    )

@@ -5,13 +5,12 @@ SHELL := /bin/bash
 UV := $(shell scripts/ensure-uv.sh)
 RUN := $(UV) run --frozen --all-extras
 SHARED_DATA ?= $(abspath ../shared/data)
-# moto accepts any credentials; these dummies only keep the AWS SDKs from looking further.
-LOCAL_AWS := AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local-not-a-secret AWS_DEFAULT_REGION=us-east-1
 
 .PHONY: help install demo demo-samples local-cloud test lint typecheck pytest bench clean install-service publish image-test audit soak
 
 help:
 	@echo "make demo   - local cloud + function runtime + watcher; drop videos into ./var/inbox"
+	@echo "make demo-samples - the same, drops the sample videos and checks the answers"
 	@echo "make test   - lint, type-check and the test suite"
 	@echo "make bench  - every benchmark side by side with its baseline"
 	@echo "make audit  - known vulnerabilities in the locked dependencies (pip-audit)"
@@ -20,28 +19,41 @@ help:
 install:
 	$(UV) sync --frozen --all-extras
 
+# The course's material when it is beside the clone (../shared/data/cse546), otherwise (or with
+# USE_SAMPLES=1) the small sample shipped in samples/ (samples/README.md: source and licence).
+COURSE := $(SHARED_DATA)/cse546
+ifeq ($(if $(USE_SAMPLES),,$(wildcard $(COURSE)/encoding)),)
+KNOWN_FACES := samples/known_faces.json
+STUDENTS := samples/students.json
+SAMPLE_VIDEOS := samples/videos
+SAMPLE_EXPECT := samples/expected
+else
+KNOWN_FACES := var/known_faces.json
+STUDENTS := $(COURSE)/student_data.json
+SAMPLE_VIDEOS := $(COURSE)/test_case_1
+SAMPLE_EXPECT := $(COURSE)/mapping
+endif
+STUDENTS_ARG = --students $(STUDENTS)
+
+# The course's known faces, converted from its pickle (safely: no code runs).
 var/known_faces.json: | install
 	@mkdir -p var
-	@if [ -f "$(SHARED_DATA)/cse546/encoding" ]; then \
-	  $(RUN) hybrid-lambda faces import-pickle "$(SHARED_DATA)/cse546/encoding" -o $@; \
-	else echo "no known faces: build some with 'hybrid-lambda faces build PHOTO_DIR -o $@'"; fi
-
-STUDENTS_ARG = $$([ -f "$(SHARED_DATA)/cse546/student_data.json" ] && echo --students "$(SHARED_DATA)/cse546/student_data.json")
+	$(RUN) hybrid-lambda faces import-pickle "$(COURSE)/encoding" -o $@
 
 # The whole pipeline: local cloud, `hybrid-local serve` and `hybrid-watcher run`,
 # supervised; drop videos into ./var/inbox, results land in ./var/done. Ctrl-C stops all.
-demo: install var/known_faces.json
-	$(RUN) hybrid-local demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG)
+demo: install $(KNOWN_FACES)
+	$(RUN) hybrid-local demo --state-dir ./var --known-faces $(KNOWN_FACES) $(STUDENTS_ARG)
 
-# The same, dropping the course clips and exiting 0 only if every answer is right.
-demo-samples: install var/known_faces.json
-	$(RUN) hybrid-local demo --state-dir ./var --known-faces var/known_faces.json $(STUDENTS_ARG) \
-	  --samples "$(SHARED_DATA)/cse546/test_case_1" --expect "$(SHARED_DATA)/cse546/mapping"
+# The same, dropping the sample clips and exiting 0 only if every answer is right.
+demo-samples: install $(KNOWN_FACES)
+	$(RUN) hybrid-local demo --state-dir ./var --known-faces $(KNOWN_FACES) $(STUDENTS_ARG) \
+	  --samples "$(SAMPLE_VIDEOS)" --expect "$(SAMPLE_EXPECT)"
 
 # Only the local cloud (moto's server, provisioned), e.g. to run the other parts by hand.
-local-cloud: install var/known_faces.json
-	$(LOCAL_AWS) HYBRID_STAGING_ROOT=./var $(RUN) hybrid-local cloud --state-dir ./var \
-	  --known-faces var/known_faces.json $(STUDENTS_ARG)
+local-cloud: install $(KNOWN_FACES)
+	HYBRID_STAGING_ROOT=./var $(RUN) hybrid-local cloud --state-dir ./var \
+	  --known-faces $(KNOWN_FACES) $(STUDENTS_ARG)
 
 lint: install
 	$(UV) lock --check

@@ -59,7 +59,7 @@ def daemon_env(root: Path, endpoint: str) -> dict[str, str]:
         **os.environ,
         "AWS_ACCESS_KEY_ID": "bench-access-key",
         "AWS_SECRET_ACCESS_KEY": "bench-secret-key-not-real",
-        "HYBRID_CONFIG": "/nonexistent/config.toml",
+        "HYBRID_CONFIG": "",
         "HYBRID_ENDPOINT_URL": endpoint,
         "HYBRID_INPUT_BUCKET": "bench-in",
         "HYBRID_OUTPUT_BUCKET": "bench-out",

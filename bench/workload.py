@@ -64,7 +64,7 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": "local-not-a-secret",
             "AWS_DEFAULT_REGION": "us-east-1",
             "HYBRID_STAGING_ROOT": str(work),
-            "HYBRID_CONFIG": "/nonexistent/config.toml",
+            "HYBRID_CONFIG": "",
             "HYBRID_LOG_FORMAT": "json",
         }
 

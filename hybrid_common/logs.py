@@ -2,7 +2,9 @@
 
 Both programs call `configure_logging()` at start-up. Every event goes through
 `redact_secrets`, so an AWS secret key or session token cannot reach a log line, not even
-inside a formatted exception.
+inside a formatted exception. Under systemd, when the stream is the journal (JOURNAL_STREAM),
+each line starts with its syslog priority (`<4>` for a warning), which journald takes as the
+entry's priority (SyslogLevelPrefix=yes, the default): `journalctl -p warning` shows problems.
 """
 
 from __future__ import annotations
@@ -87,6 +89,51 @@ def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDic
     return event_dict
 
 
+# syslog(3) priorities by structlog level name.
+SYSLOG_PRIORITY = {
+    "critical": 2,
+    "error": 3,
+    "exception": 3,
+    "warning": 4,
+    "warn": 4,
+    "info": 6,
+    "debug": 7,
+}
+
+
+def writes_to_journal(stream: TextIO) -> bool:
+    """True if `stream` is the journal connection systemd gave us (JOURNAL_STREAM=dev:inode).
+
+    Compared by device and inode, as sd_journal_stream_fd(3) says: a child whose output was
+    redirected inherits the variable, yet must not write priority prefixes into a file.
+    """
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    if not expected:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (e.g. StringIO)
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+class SyslogPrefixed:
+    """Wraps a renderer: `<N>` before the rendered line, N the event's syslog priority.
+
+    Rendering comes after every processor, so redaction stays the last step over the data.
+    """
+
+    def __init__(self, renderer: Processor) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        level = str(event_dict.get("level", name)).lower()
+        rendered = self.renderer(logger, name, event_dict)
+        if isinstance(rendered, bytes | bytearray):  # e.g. orjson renderers; ours give str
+            rendered = bytes(rendered).decode("utf-8")
+        return f"<{SYSLOG_PRIORITY.get(level, 6)}>{rendered}"
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -107,6 +154,7 @@ def configure_logging(
     out = stream or sys.stdout
     as_json = (not out.isatty()) if json is None else json
     renderer: list[Processor]
+    final: Processor
     if as_json:
         # Tracebacks become data before redaction, so they are scrubbed like any field.
         renderer = [
@@ -115,14 +163,12 @@ def configure_logging(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
             redact_secrets,
-            structlog.processors.JSONRenderer(),
         ]
+        final = structlog.processors.JSONRenderer()
     else:
-        renderer = [
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            structlog.dev.ConsoleRenderer(colors=out.isatty()),
-        ]
+        renderer = [structlog.processors.format_exc_info, redact_secrets]
+        final = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    renderer.append(SyslogPrefixed(final) if writes_to_journal(out) else final)
     threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*_shared_processors(), *renderer],
@@ -151,4 +197,13 @@ def get_logger(name: str | None = None, **initial: Any) -> structlog.stdlib.Boun
     return logger
 
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets", "redact_text"]
+__all__ = [
+    "REDACTED",
+    "SYSLOG_PRIORITY",
+    "SyslogPrefixed",
+    "configure_logging",
+    "get_logger",
+    "redact_secrets",
+    "redact_text",
+    "writes_to_journal",
+]

@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hybrid_common.aws_credentials import missing_credentials_exit
 from hybrid_common.logs import configure_logging
+from hybrid_common.version import version_line
 
 # argparse's type for `add_subparsers()`; a private name, hence the alias.
 Subparsers = Any
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybrid-lambda", description="HybridSphere's face-recognition function, locally."
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs (stderr)")
+    parser.add_argument("--version", action="version", version=version_line("hybrid-lambda"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
@@ -91,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level, stream=sys.stderr)  # stdout is for results
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with missing_credentials_exit("hybrid-lambda"):
+            return handler(args)
     except (ValueError, OSError) as error:  # bad input files: one readable line, no traceback
         print(f"hybrid-lambda: error: {error}", file=sys.stderr)
         return 2

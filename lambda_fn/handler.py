@@ -8,7 +8,12 @@ write the outputs, and always remove the file. Failure policy:
 - an infrastructure error (S3 or DynamoDB unreachable, throttled, denied) raises for plain S3
   events, so Lambda retries the invocation, and marks only that message as failed in an SQS
   batch (`batchItemFailures`), so SQS redelivers it alone;
-- an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue.
+- an SQS message that is not an S3 event is reported as failed, to end in the dead-letter queue;
+- no usable known-faces file at start (absent, denied, not the format) is
+  `known_faces_unavailable` in each video's error.json — retrying would only fill the
+  dead-letter queue — while a transient error fetching it (throttling, 5xx, no connection)
+  raises like any infrastructure error. A container without known faces looks again at each
+  invocation, so uploading the file heals it.
 Settings, AWS clients, dlib's models and the known faces are loaded once per container; the
 known faces are checked for a new version at most every `known_faces_check_s` seconds and
 swapped between videos (`lambda_fn.known_faces.LiveKnownFaces`), so a pushed file is rolled
@@ -35,13 +40,19 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.keys import split_result_key
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.results import ErrorDoc, InputDetails, KnownFacesDetails
 from lambda_fn.contact_sheet import render_contact_sheet
 from lambda_fn.directory import DirectoryUnavailable, StudentDirectory
 from lambda_fn.faces import models
-from lambda_fn.known_faces import KnownFaces, LiveKnownFaces
+from lambda_fn.known_faces import (
+    KNOWN_FACES_UNAVAILABLE,
+    KnownFaces,
+    KnownFacesError,
+    LiveKnownFaces,
+)
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.outputs import ResultWriter, build_details, settings_used
 from lambda_fn.recognition import VideoError
@@ -134,14 +145,12 @@ class Runtime:
         self.options = options
         self.s3, dynamodb = clients or make_clients(settings)
         models()  # dlib's models, in the init phase rather than the first invocation
-        self.known_faces = LiveKnownFaces(
-            settings.known_faces, self.s3, settings.known_faces_check_s
-        )
-        # CloudWatch metrics as EMF (lambda_fn/metrics.py)
-        self.metrics = FunctionMetrics(self.known)
-        # Forked once here, in the init phase, after the models are loaded: a long video is
-        # split over the container's cores (a 3008 MB function has two vCPUs).
-        self.pool = RecognitionPool(self.known, options)
+        self.known_faces: LiveKnownFaces | None = None
+        self.known_problem = ""
+        self.pool: RecognitionPool | None = None
+        # CloudWatch metrics as EMF (lambda_fn/metrics.py); one per container.
+        self.metrics = FunctionMetrics()
+        self._start_known_faces()
         self.directory = StudentDirectory(
             dynamodb, settings.table, ttl_s=settings.students_cache_ttl_s
         )
@@ -155,8 +164,8 @@ class Runtime:
         self.sweep_tmp()
         log.info(
             "runtime.ready",
-            known_faces=len(self.known),
-            known_faces_version=self.known_faces.current.version,
+            known_faces=len(self.known) if self.known else None,
+            known_faces_version=self.known_faces.current.version if self.known_faces else None,
             output_bucket=settings.output_bucket,
             table=settings.table,
             version=self.version,
@@ -164,15 +173,37 @@ class Runtime:
         )
 
     @property
-    def known(self) -> KnownFaces:
-        """The known faces in use now."""
-        return self.known_faces.current.faces
+    def known(self) -> KnownFaces | None:
+        """The known faces in use now (None: no usable file yet)."""
+        return self.known_faces.current.faces if self.known_faces else None
 
-    def _refresh_known_faces(self) -> KnownFacesDetails:
+    def _start_known_faces(self) -> None:
+        """First load and the pool; a lasting fault is kept as known_problem (no pool).
+
+        Transient errors (ClientError, BotoCoreError) propagate: init or invocation is retried.
+        """
+        try:
+            live = LiveKnownFaces(
+                self.settings.known_faces, self.s3, self.settings.known_faces_check_s
+            )
+        except KnownFacesError as error:
+            self.known_problem = str(error)
+            log.error("known_faces.unavailable", reason=self.known_problem)
+            return
+        self.known_faces, self.known_problem = live, ""
+        known = live.current.faces
+        self.metrics.known_faces_loaded(known)
+        # Forked once, in the init phase when the file is there, after the models are loaded:
+        # a long video is split over the container's cores (a 3008 MB function has two vCPUs).
+        self.pool = RecognitionPool(known, self.options)
+
+    def _refresh_known_faces(
+        self, live: LiveKnownFaces, pool: RecognitionPool
+    ) -> KnownFacesDetails:
         """Switch to a new known-faces version if one was pushed; the version to report."""
-        current, changed = self.known_faces.refresh()
+        current, changed = live.refresh()
         if changed:
-            self.pool.use(current.faces)
+            pool.use(current.faces)
             self.metrics.known_faces_loaded(current.faces)
         return KnownFacesDetails(current.version, current.source)
 
@@ -183,6 +214,8 @@ class Runtime:
         request_id = getattr(context, "aws_request_id", "") or ""
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
+            if self.known_faces is None:
+                self._start_known_faces()  # uploaded since? (transient errors: retried)
             try:
                 source = source_of(event)
             except EventFormatError as error:
@@ -241,11 +274,14 @@ class Runtime:
                 log.warning("object.ignored", reason="a result file in the output bucket")
                 return Outcome(ref.key, "skipped")
             request_id = getattr(context, "aws_request_id", "") or ""
+            pool, live = self.pool, self.known_faces
+            if pool is None or live is None:
+                log.error("video.refused", code=KNOWN_FACES_UNAVAILABLE)
+                return self._fail(ref, KNOWN_FACES_UNAVAILABLE, self.known_problem, request_id)
             deadline = work_deadline(context, self.settings.deadline_margin_s)
             try:
-                return self._process(
-                    ref, request_id, getattr(context, "function_version", ""), deadline
-                )
+                version = getattr(context, "function_version", "")
+                return self._process(ref, request_id, version, deadline, live=live, pool=pool)
             except (VideoError, InputRefused) as error:
                 return self._fail(ref, error.code, error.message, request_id)
             except INFRASTRUCTURE_ERRORS:
@@ -257,7 +293,14 @@ class Runtime:
                 return self._fail(ref, "internal_error", repr(error), request_id)
 
     def _process(
-        self, ref: S3ObjectRef, request_id: str, lambda_version: str, deadline: float
+        self,
+        ref: S3ObjectRef,
+        request_id: str,
+        lambda_version: str,
+        deadline: float,
+        *,
+        live: LiveKnownFaces,
+        pool: RecognitionPool,
     ) -> Outcome:
         started = time.perf_counter()
         head = self._head(ref)
@@ -270,11 +313,11 @@ class Runtime:
         if time.monotonic() >= deadline:
             raise VideoError("too_slow", "no time left in this invocation to start the video")
         timings: dict[str, float] = {}
-        known_faces = self._refresh_known_faces()
+        known_faces = self._refresh_known_faces(live, pool)
         path = self._download(ref, etag, size)
         try:
             timings["download"] = time.perf_counter() - started
-            recognition = self.pool.recognise(path, deadline=deadline)
+            recognition = pool.recognise(path, deadline=deadline)
         finally:
             path.unlink(missing_ok=True)
         timings.update({f"recognise_{k}": v for k, v in recognition.timings.items()})
@@ -403,6 +446,7 @@ def get_runtime() -> Runtime:
     """The container's runtime, built on first use from the environment (HYBRID_*)."""
     settings = FunctionSettings()
     configure_logging(settings.log_level, json=True)
+    use_local_credentials_for_loopback(settings.endpoint_url)  # the emulator on a laptop
     return Runtime(settings, settings.recognition)
 
 

@@ -37,6 +37,16 @@ ENCODING_SIZE = 128
 MODEL = "dlib_face_recognition_resnet_model_v1"
 
 
+# The error.json code for a video the function could not compare with anyone: the known-faces
+# file is missing, denied or invalid. Lasting until someone fixes the file, so not retried.
+KNOWN_FACES_UNAVAILABLE = "known_faces_unavailable"
+
+
+# S3's answers meaning the file is not there for us: no retry brings it (403 included: without
+# s3:ListBucket, S3 answers a missing key with AccessDenied). Other errors may pass: retried.
+KNOWN_FACES_ABSENT = frozenset({"NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"})
+
+
 class KnownFacesError(ValueError):
     """The known-faces file is missing, unreadable or invalid."""
 
@@ -202,7 +212,9 @@ class LiveKnownFaces:
     A new version replaces the current one only if it is valid; an invalid one is logged
     (`known_faces.invalid`) and the current set stays, as it does when the check itself fails
     (S3 unreachable: `known_faces.check_failed`). The first load has no fallback: it raises
-    KnownFacesError (or the S3 error), so a bad configuration fails the container's init.
+    KnownFacesError when the file is absent, denied or invalid (the handler then answers each
+    video with `known_faces_unavailable` and tries again at the next invocation), or the S3
+    error when a retry may cure it (throttling, 5xx, no connection).
     """
 
     def __init__(
@@ -289,9 +301,15 @@ class LiveKnownFaces:
             response = self._s3.get_object(Bucket=bucket, Key=key, **kwargs)
         except ClientError as error:
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 304 or error.response.get("Error", {}).get("Code") == "304":
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if status == 304 or code == "304":
                 return None  # unchanged: one small request, no body
-            raise
+            if code in KNOWN_FACES_ABSENT:
+                raise KnownFacesError(
+                    f"{self.location}: {code}: no known-faces file there (build one with "
+                    f"`hybrid-lambda faces build PHOTO_DIR -o FILE` and upload it there)"
+                ) from error
+            raise  # throttling, 5xx: a retry may cure it
         with response["Body"] as body:
             data = body.read()
         return str(response.get("ETag", "")), data

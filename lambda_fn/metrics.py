@@ -42,13 +42,15 @@ def duration_metric(stage: str) -> str:
 class FunctionMetrics:
     """What the handler counts; emitted as EMF on stdout."""
 
-    def __init__(self, known: KnownFaces) -> None:
+    def __init__(self, known: KnownFaces | None = None) -> None:
         self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
         self.known_version = ""
-        self.known_faces_loaded(known)
+        if known is not None:
+            self.known_faces_loaded(known)
 
     def known_faces_loaded(self, known: KnownFaces) -> None:
-        """A container started, or rolled out a new known-faces version."""
+        """A container loaded its known faces (at start, or once a missing file appeared),
+        or rolled out a new version."""
         self.known_version = known_faces_version(known)
         with single_metric(
             name="KnownFacesLoaded",

@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from hybrid_common.aws_credentials import missing_credentials_exit
 from hybrid_common.logs import configure_logging
+from hybrid_common.version import version_line
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -66,6 +68,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="HybridSphere's cloud side on this machine: moto, the Lambda emulator, "
         "the demo and the workload grader.",
     )
+    parser.add_argument("--version", action="version", version=version_line("hybrid-local"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.help, description=command.help)
@@ -85,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command configures its own.
     configure_logging("warning", stream=sys.stderr)
     handler: Handler = args.handler
-    return handler(args)
+    with missing_credentials_exit("hybrid-local"):
+        return handler(args)
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

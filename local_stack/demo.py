@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from hybrid_common.config import EX_CONFIG
 from hybrid_common.lifetime import preexec_die_with_parent
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import read_students
@@ -40,6 +42,8 @@ from local_stack.expectations import (
 
 log = get_logger(__name__)
 
+# The demo's settings for the CLI (watcher.settings.DEMO_CONFIG_FILE is var/ + this name).
+WATCHER_CONFIG_FILE = "hybrid-watcher.toml"
 RESTART_DELAY_S = 1.0
 # A part that keeps dying is a bug to look at, not something to hammer on forever.
 MAX_RESTARTS_PER_MINUTE = 5
@@ -95,6 +99,29 @@ class Part:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
 
+def write_watcher_config(state_dir: Path, cloud_env: dict[str, str]) -> Path:
+    """`<state dir>/hybrid-watcher.toml`: the demo's settings, for commands run beside it.
+
+    `hybrid-watcher status|submit|show` and `hybrid-local workload`, run from the folder that
+    holds `var/`, find it (watcher.settings' search order) and act on this demo.
+    """
+    from watcher.settings import WatcherSettings
+
+    values = {"staging_root": str(state_dir)}
+    for variable, value in cloud_env.items():
+        name = variable.removeprefix("HYBRID_").lower()
+        if name in WatcherSettings.model_fields:  # known_faces is the function's, not ours
+            values[name] = value
+    lines = ["# Written by `hybrid-local demo` at each start; the demo's local cloud and folders."]
+    # A JSON string is a valid TOML basic string (same escapes).
+    lines += [f"{name} = {json.dumps(value)}" for name, value in values.items()]
+    path = state_dir / WATCHER_CONFIG_FILE
+    tmp = state_dir / f".{WATCHER_CONFIG_FILE}.tmp"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """The `export NAME=value` lines local-cloud writes (values are shell-quoted)."""
     env = {}
@@ -129,6 +156,7 @@ class Demo:
     def start_cloud(self) -> dict[str, str] | None:
         state = self.state_dir / STATE_FILE
         state.unlink(missing_ok=True)
+        (self.state_dir / WATCHER_CONFIG_FILE).unlink(missing_ok=True)  # a stale endpoint
         argv = [sys.executable, "-m", "local_stack", "cloud", "--port", str(self.args.port)]
         argv += ["--state-dir", str(self.state_dir)]
         if self.args.students:
@@ -145,7 +173,9 @@ class Demo:
             if not cloud.running() or time.monotonic() > deadline:
                 raise RuntimeError("the local cloud did not come up (see its log above)")
             time.sleep(0.1)
-        return {**self.base_env(), **read_env_file(self.state_dir / ENV_FILE)}
+        cloud_env = read_env_file(self.state_dir / ENV_FILE)
+        write_watcher_config(self.state_dir, cloud_env)
+        return {**self.base_env(), **cloud_env}
 
     def start(self) -> None:
         env = self.start_cloud()
@@ -153,6 +183,10 @@ class Demo:
             return
         runtime_argv = [sys.executable, "-m", "local_stack", "serve"]
         runtime_argv += ["--cloud-state", str(self.state_dir / STATE_FILE)]
+        if self.args.port == 0:
+            # Any free port for the cloud, so for the Invoke API too: two demos (tests running
+            # side by side) would otherwise both want 9001, and one's runtime would keep dying.
+            runtime_argv += ["--invoke-port", "0"]
         self.parts.append(Part("serve-local", runtime_argv, env))
         self.parts.append(Part("watcher", [sys.executable, "-m", "watcher", "run"], env))
         for part in self.parts[1:]:
@@ -203,6 +237,12 @@ class Demo:
             os.write(sys.stderr.fileno(), b"demo: forced stop; parts killed\n")
         os._exit(130)
 
+    def status_command(self) -> str:
+        """How to reach this demo from another terminal (watcher.settings' search order)."""
+        if self.state_dir == (Path.cwd() / "var").resolve():
+            return "hybrid-watcher status   (in this folder: it reads var/hybrid-watcher.toml)"
+        return f"HYBRID_CONFIG={self.state_dir / WATCHER_CONFIG_FILE} hybrid-watcher status"
+
     def explain(self) -> None:
         inbox = self.state_dir / "inbox"
         print(
@@ -210,7 +250,7 @@ class Demo:
             f"  Drop videos into   {inbox}\n"
             f"  Results appear in  {self.state_dir / 'done'}  (video + .csv + .json + .faces.jpg)\n"
             f"  Problems go to     {self.state_dir / 'failed'} and {self.state_dir / 'rejected'}\n"
-            f"  See progress with  HYBRID_STAGING_ROOT={self.state_dir} hybrid-watcher status\n"
+            f"  See progress with  {self.status_command()}\n"
             f"  Stop with Ctrl-C.\n",
             flush=True,
         )
@@ -227,6 +267,27 @@ def _expectations_for(args: argparse.Namespace) -> Path | None:
     path: Path = args.state_dir / "samples.expected"
     path.write_text(render_mapping(expected), encoding="utf-8")
     return path
+
+
+HOW_TO_GET_KNOWN_FACES = (
+    "use the shipped sample (--known-faces samples/known_faces.json, as `make demo` does "
+    "without the course data) or build one: hybrid-lambda faces build PHOTO_DIR -o FILE"
+)
+
+
+def known_faces_problem(path: Path | None) -> str | None:
+    """Why the demo cannot start with this known-faces file, or None if it is usable."""
+    if path is None:
+        return f"no known faces given: {HOW_TO_GET_KNOWN_FACES}"
+    from lambda_fn.known_faces import KnownFaces, KnownFacesError
+
+    try:
+        known = KnownFaces.load(path)
+    except KnownFacesError as error:
+        return f"{error}; {HOW_TO_GET_KNOWN_FACES}"
+    if not len(known):
+        return f"{path} holds no faces; {HOW_TO_GET_KNOWN_FACES}"
+    return None
 
 
 def run_samples(demo: Demo, samples: Path, expect: Path | None) -> int:
@@ -257,14 +318,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     configure_logging("info", json=None, stream=sys.stderr)
+    # Without known faces every video would only come back as an error: say so and stop.
+    if (problem := known_faces_problem(args.known_faces)) is not None:
+        print(f"demo: {problem}", file=sys.stderr)
+        return EX_CONFIG
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    if args.known_faces is not None and not args.known_faces.is_file():
-        print(
-            f"demo: {args.known_faces} does not exist; the function will answer with errors "
-            "until you build one (hybrid-lambda faces build PHOTO_DIR -o FILE)",
-            file=sys.stderr,
-        )
-        args.known_faces = None
     try:
         expect = _expectations_for(args) if args.samples else None
     except (ExpectationError, ValueError) as error:

@@ -16,6 +16,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.keys import ResultKind
 from hybrid_common.logs import get_logger
 from hybrid_common.video_suffixes import TRIGGER_SUFFIXES, s3_filter_rules
@@ -74,7 +75,11 @@ MAX_RECEIVE_COUNT = 5
 
 
 def make_clients(endpoint_url: str | None, region: str) -> Clients:
-    """Plain boto3 clients for provisioning (credentials from the standard AWS chain)."""
+    """Plain boto3 clients for provisioning (credentials from the standard AWS chain).
+
+    A loopback endpoint (the local cloud) needs none: dummies are used if the chain is empty.
+    """
+    use_local_credentials_for_loopback(endpoint_url)
     session = boto3.session.Session(region_name=region)
     config = Config(retries={"max_attempts": 5, "mode": "standard"})
     return Clients(

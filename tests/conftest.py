@@ -34,7 +34,7 @@ def _fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("HYBRID_") and name != "HYBRID_SHARED_DATA":
             monkeypatch.delenv(name)
-    monkeypatch.setenv("HYBRID_CONFIG", "/nonexistent/hybrid-watcher.toml")
+    monkeypatch.setenv("HYBRID_CONFIG", "")  # empty: no config file at all
 
 
 @pytest.fixture(scope="session")

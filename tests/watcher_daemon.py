@@ -156,7 +156,7 @@ class Daemon:
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            "HYBRID_CONFIG": "/nonexistent/config.toml",
+            "HYBRID_CONFIG": "",
             "HYBRID_ENDPOINT_URL": cloud.endpoint,
             "HYBRID_INPUT_BUCKET": cloud.input_bucket,
             "HYBRID_OUTPUT_BUCKET": cloud.output_bucket,

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -19,9 +20,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hybrid_common.aws_credentials import missing_credentials_exit, require_credentials
 from hybrid_common.config import json_logs
 from hybrid_common.logs import configure_logging, get_logger
 from hybrid_common.students import StudentsFileError, load_students, read_students
+from hybrid_common.version import version_line
 from watcher.doctor import add_doctor_arguments, cmd_doctor
 from watcher.faces_cli import add_faces_arguments, cmd_faces
 from watcher.journal import TERMINAL, JournalStore, State, Submission
@@ -53,7 +56,14 @@ def _open_journal(settings: WatcherSettings, *, readonly: bool = False) -> Journ
     """The daemon's journal; read-only for commands that only look (operators may not own it)."""
     if not settings.journal_path.exists():
         return None
-    return JournalStore(settings.journal_path, readonly=readonly)
+    journal = JournalStore(settings.journal_path, readonly=readonly)
+    if readonly:
+        try:
+            journal.counts()
+        except sqlite3.OperationalError:  # the daemon has created the file, not yet its tables
+            journal.close()
+            return None
+    return journal
 
 
 def _when(epoch: float | None) -> str:
@@ -92,6 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level, json=json_logs(settings.log_format))
+    # Missing AWS credentials: one line and exit 77 now, not a daemon failing every request.
+    require_credentials(
+        settings.endpoint_url, settings.lambda_endpoint_url or settings.endpoint_url
+    )
     service = WatcherService(settings)
     try:
         asyncio.run(service.serve())
@@ -334,6 +348,24 @@ def cmd_students(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- config ---
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The effective settings and where each came from; secrets are never printed."""
+    from watcher import effective_config as ec
+
+    settings = _settings()
+    rows = ec.effective_settings(settings)
+    render = ec.render_json if args.json else ec.render_text
+    print(render(rows, ec.config_file_origin(), ec.aws_credentials_origin()))
+    return 0
+
+
 # Each subcommand: (name, help, add_arguments, handler). Add new commands as new entries.
 COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("run", "run the daemon in the foreground", add_run_arguments, cmd_run),
@@ -346,6 +378,12 @@ COMMANDS: list[tuple[str, str, AddArguments, Handler]] = [
     ("show", "one submission's history and result", add_show_arguments, cmd_show),
     ("retry", "put failed videos back into the inbox", add_retry_arguments, cmd_retry),
     ("submit", "copy videos into the inbox atomically", add_submit_arguments, cmd_submit),
+    (
+        "config",
+        "the effective settings and where each came from (secrets hidden)",
+        add_config_arguments,
+        cmd_config,
+    ),
     (
         "students",
         "manage the students table",
@@ -368,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybrid-watcher",
         description="Submit videos from this VM for face recognition and collect the results.",
     )
+    parser.add_argument("--version", action="version", version=version_line("hybrid-watcher"))
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, add_arguments, handler in COMMANDS:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -382,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         # Commands print their answers on stdout; logs (warnings only) go to stderr.
         configure_logging("warning", stream=sys.stderr)
     handler: Handler = args.handler
-    return handler(args)
+    with missing_credentials_exit("hybrid-watcher"):
+        return handler(args)
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

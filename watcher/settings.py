@@ -1,6 +1,10 @@
 """hybrid-watcher's settings: environment (HYBRID_*) > TOML config file > defaults.
 
-The config file is `/etc/hybrid-watcher/config.toml`, or the path in `HYBRID_CONFIG`.
+The config file is the first of (`config_file_path`):
+1. `$HYBRID_CONFIG` — it must exist (a missing one is an error, exit 78); empty means none;
+2. `./var/hybrid-watcher.toml` — written by `hybrid-local demo` (`make demo`), so the CLI run
+   from the same folder acts on the demo's staging root and local cloud;
+3. `/etc/hybrid-watcher/config.toml` — the VM's (installed by `make install-service`).
 AWS credentials are never settings: they come from the standard AWS chain (environment,
 shared credentials file, instance role), which the systemd unit feeds from a root-only
 EnvironmentFile.
@@ -22,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.config import (
     ENV_PREFIX,
     check_bucket_name,
@@ -32,13 +37,34 @@ from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key, 
 from hybrid_common.video_suffixes import VIDEO_EXTENSIONS
 
 DEFAULT_CONFIG_FILE = Path("/etc/hybrid-watcher/config.toml")
+# Relative to the current folder: the demo's, found by commands run beside `make demo`.
+DEMO_CONFIG_FILE = Path("var/hybrid-watcher.toml")
+CONFIG_ENV = "HYBRID_CONFIG"
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
 
 
-def config_file_path() -> Path:
-    """Where the TOML config is read from (it is optional)."""
-    return Path(os.environ.get("HYBRID_CONFIG", str(DEFAULT_CONFIG_FILE)))
+class ConfigFileMissing(ValueError):
+    """HYBRID_CONFIG names a file that does not exist (a typo must not be ignored)."""
+
+
+def config_file_path() -> Path | None:
+    """The TOML config file in use, or None: see the module docstring for the search order."""
+    named = os.environ.get(CONFIG_ENV)
+    if named is not None:
+        return Path(named) if named else None
+    for candidate in (DEMO_CONFIG_FILE, DEFAULT_CONFIG_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def checked_config_file() -> Path | None:
+    """`config_file_path()`, raising ConfigFileMissing if HYBRID_CONFIG names no file."""
+    path = config_file_path()
+    if path is not None and os.environ.get(CONFIG_ENV) and not path.is_file():
+        raise ConfigFileMissing(f"{CONFIG_ENV}={path}: no such file")
+    return path
 
 
 def default_node_id() -> str:
@@ -276,10 +302,13 @@ class WatcherSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier sources win: explicit arguments, then the environment, then the file.
+        config_file = checked_config_file()
+        if config_file is None:
+            return (init_settings, env_settings)
         return (
             init_settings,
             env_settings,
-            TomlConfigSettingsSource(settings_cls, toml_file=config_file_path()),
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file),
         )
 
     # Folder layout of the staging area, derived so every command agrees on it.
@@ -303,10 +332,21 @@ class WatcherSettings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> WatcherSettings:
-    """Settings for a command, or exit 78 with one line per problem (systemd won't restart)."""
+    """Settings for a command, or exit 78 with one line per problem (systemd won't restart).
+
+    When every endpoint is a loopback address (the local cloud) and no AWS credentials are
+    configured, dummy ones are set for this process and its children (see aws_credentials).
+    """
     try:
-        return WatcherSettings(**overrides)  # type: ignore[arg-type]
+        settings = WatcherSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         exit_on_config_error(error, ENV_PREFIX)
+    except ConfigFileMissing as error:
+        exit_on_config_error(error)
     except (ValueError, OSError) as error:  # e.g. an unreadable or malformed TOML file
         exit_on_config_error(ValueError(f"{config_file_path()}: {error}"))
+    endpoints = [settings.endpoint_url]
+    if settings.trigger_mode == "invoke":
+        endpoints.append(settings.lambda_endpoint_url or settings.endpoint_url)
+    use_local_credentials_for_loopback(*endpoints)
+    return settings

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from hybrid_common.aws_credentials import use_local_credentials_for_loopback
 from hybrid_common.config import ENV_PREFIX, exit_on_config_error, json_logs
 from hybrid_common.logs import configure_logging
 from local_stack.emulator.settings import RuntimeSettings
@@ -95,6 +96,8 @@ def serve_local(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; logs go to stdout (JSON lines unless on a terminal)."""
     settings = settings_from_args(args)
     configure_logging(settings.log_level, json=json_logs(settings.log_format))
+    # Before any worker starts: they inherit the environment, dummy credentials included.
+    use_local_credentials_for_loopback(settings.endpoint_url)
     from local_stack.emulator.runtime import LocalRuntime
 
     return LocalRuntime(settings).run()

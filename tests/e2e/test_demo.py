@@ -144,6 +144,8 @@ class DemoTree:
         self.state_dir = tmp_path / "var"
         self.log_path = tmp_path / "demo.log"
         demo = ["demo", "--state-dir", str(self.state_dir), "--port", str(port)]
+        # The stand-in handler ignores them, but the demo refuses to start without known faces.
+        demo += ["--known-faces", str(REPO / "samples" / "known_faces.json")]
         if via_uv:  # the `make demo` command line: uv forwards the terminal's Ctrl-C once more
             argv = [uv(), "run", "--frozen", "--all-extras", "hybrid-local", *demo]
         else:

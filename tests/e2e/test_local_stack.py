@@ -75,7 +75,7 @@ def test_the_course_clips_come_back_correct_through_serve_local(
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_")}
     env.update(
         {
-            "HYBRID_CONFIG": "/nonexistent/config.toml",
+            "HYBRID_CONFIG": "",
             "HYBRID_ENDPOINT_URL": moto_endpoint,
             "HYBRID_INPUT_BUCKET": resources.input_bucket,
             "HYBRID_OUTPUT_BUCKET": resources.output_bucket,

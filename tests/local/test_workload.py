@@ -163,7 +163,7 @@ def _workload(stack: Resources, tmp_path: Path, *args: str) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYBRID_")}
     env.update(
         {
-            "HYBRID_CONFIG": "/nonexistent/config.toml",
+            "HYBRID_CONFIG": "",
             "HYBRID_ENDPOINT_URL": stack.endpoint_url or "",
             "HYBRID_INPUT_BUCKET": stack.input_bucket,
             "HYBRID_OUTPUT_BUCKET": stack.output_bucket,

@@ -16,10 +16,10 @@ from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 import pytest
-from tests.local_stack import free_port
 
 from hybrid_common.keys import ResultKind
 from local_stack.provision import ensure_queue, ensure_result_notification
+from tests.servers import free_port
 from tests.watcher_daemon import Cloud, Daemon, StandInFunction, drop, video_bytes
 from watcher.journal import State
 from watcher.result_queue import results_in

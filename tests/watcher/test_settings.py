@@ -29,7 +29,7 @@ def test_example_loads_and_matches_defaults(
     monkeypatch.setenv("HYBRID_CONFIG", str(EXAMPLE))
     monkeypatch.setenv("HYBRID_STAGING_ROOT", str(tmp_path))
     from_file = WatcherSettings()
-    monkeypatch.setenv("HYBRID_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("HYBRID_CONFIG", "")
     defaults = WatcherSettings()
     assert from_file == defaults
     # Every uncommented value in the example is the default it claims to be.

@@ -89,7 +89,7 @@ def test_an_unknown_person_is_enrolled_pushed_and_named_by_a_rerun(  # noqa: PLR
 
     root = tmp_path / "node"
     settings = {
-        "HYBRID_CONFIG": "/nonexistent/config.toml",
+        "HYBRID_CONFIG": "",  # no config file: the environment alone
         "HYBRID_STAGING_ROOT": str(root),
         "HYBRID_ENDPOINT_URL": moto_endpoint,
         "HYBRID_KNOWN_FACES_URI": resources.known_faces_uri,

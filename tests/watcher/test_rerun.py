@@ -46,7 +46,7 @@ class TaggingFunction(StandInFunction):
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "node"
-    monkeypatch.setenv("HYBRID_CONFIG", "/nonexistent/config.toml")
+    monkeypatch.setenv("HYBRID_CONFIG", "")  # no config file: the environment alone
     monkeypatch.setenv("HYBRID_STAGING_ROOT", str(root))
     root.mkdir()
     return root

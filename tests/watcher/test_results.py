@@ -367,14 +367,14 @@ def test_classic_csv_key_and_header_are_found_and_filed(
 
 
 async def test_bytes_in_flight_stay_within_the_shared_budget(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     body = b"bob,cs,2027\n" * (6 * MIB // 12)  # 6 MiB each: 8 at once would hold 48 MiB
     for n in range(8):
         await put(s3, bucket, f"{PREFIX}s{n}/clip.csv", body)
         await put(s3, bucket, f"{PREFIX}s{n}/clip.faces.jpg", body[: 2 * MIB])
-    settings = settings_for(moto_endpoint, tmp_path, bucket)
+    settings = settings_for(s3_endpoint, tmp_path, bucket)
     async with aws_clients(settings) as clients:
         poller = ResultPoller(clients.s3, settings)
         found = await poller.poll_once("")
@@ -391,7 +391,7 @@ async def fetch_size(poller: ResultPoller, ready: ResultReady) -> int:
 
 
 async def test_a_final_file_over_its_limit_is_unreadable_not_fetched(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     await put(s3, bucket, f"{PREFIX}s1/big.csv", b"x" * 4096)
@@ -399,7 +399,7 @@ async def test_a_final_file_over_its_limit_is_unreadable_not_fetched(
     await put(s3, bucket, f"{PREFIX}s3/ok.csv", b"a,b,c\n")
     await put(s3, bucket, f"{PREFIX}s3/ok.json", b"{}" + b" " * 4096)  # over: dropped
     settings = settings_for(
-        moto_endpoint, tmp_path, bucket, result_max_bytes=1024, result_json_max_bytes=1024
+        s3_endpoint, tmp_path, bucket, result_max_bytes=1024, result_json_max_bytes=1024
     )
     async with aws_clients(settings) as clients:
         poller = ResultPoller(clients.s3, settings)
@@ -413,13 +413,13 @@ async def test_a_final_file_over_its_limit_is_unreadable_not_fetched(
 
 
 async def test_classic_csv_key_is_listed_for_its_stem(
-    moto_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
+    s3_endpoint: str, tmp_path: Path, unique_name: str, s3: Any
 ) -> None:
     bucket = unique_name
     await put(s3, bucket, f"{PREFIX}s1/test_0", b"alice,physics,2026\n")
     await put(s3, bucket, f"{PREFIX}s1/test_0.json", b"{}")
     await put(s3, bucket, f"{PREFIX}s2/clip.error.json", b'{"code": "x"}')
-    settings = settings_for(moto_endpoint, tmp_path, bucket, csv_key="{stem}")
+    settings = settings_for(s3_endpoint, tmp_path, bucket, csv_key="{stem}")
     async with aws_clients(settings) as clients:
         found = await ResultPoller(clients.s3, settings).poll_once("")
     readings = {(r.stem, r.kind) for r in found}

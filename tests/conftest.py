@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import structlog
 
 from tests.servers import SeaweedProcess
 
@@ -18,6 +20,20 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.daemon_fixtures"]
 
 SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A test that runs a command in-process configures logging onto that test's captured
+    stdout, which pytest closes afterwards: later tests would log to a closed file. Each test
+    leaves structlog's and the root logger's configuration as it found them."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

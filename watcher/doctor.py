@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import email.utils
-import ipaddress
 import json
 import secrets
 import shutil
@@ -19,10 +18,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from hybrid_common.aws_credentials import is_loopback
 from hybrid_common.keys import InputKey, node_prefix, safe_name
 from watcher.settings import WatcherSettings, config_file_path
 
@@ -59,19 +58,6 @@ class Check:
     status: Status
     detail: str
     fix: str = ""
-
-
-def is_loopback(endpoint_url: str | None) -> bool:
-    """Whether the endpoint is on this machine (a local cloud: no real credentials needed)."""
-    if not endpoint_url:
-        return False
-    host = urlsplit(endpoint_url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def skew_status(skew_s: float) -> Status:

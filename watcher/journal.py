@@ -57,7 +57,11 @@ class JournalConflict(RuntimeError):
 
 
 def new_submission_id(now: float | None = None) -> str:
-    """Time-sortable and unique: `20261127T190601Z-1a2b3c4d`."""
+    """Unique, readable and in time order to the second: `20261127T190601Z-1a2b3c4d`.
+
+    Within one second the random tail decides, so the journal lists rows in the order they
+    were made (SQLite's rowid; nothing here VACUUMs, which could renumber it), never by id.
+    """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"{stamp}-{secrets.token_hex(4)}"
 
@@ -356,7 +360,7 @@ class JournalStore:
         """Submissions matching an id, an id prefix, a path, or an original file name."""
         rows = self._db.execute(
             "SELECT * FROM submissions WHERE id = ? OR id LIKE ? OR original_name = ? "
-            "OR source_path = ? OR staged_path = ? OR final_path = ? ORDER BY id",
+            "OR source_path = ? OR staged_path = ? OR final_path = ? ORDER BY rowid",
             (ref, f"{ref}%", ref, ref, ref, ref),
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
@@ -365,7 +369,7 @@ class JournalStore:
         wanted = [s.value for s in states]
         marks = ",".join("?" * len(wanted))
         rows = self._db.execute(
-            f"SELECT * FROM submissions WHERE state IN ({marks}) ORDER BY id",  # noqa: S608 -- only '?' placeholders are interpolated
+            f"SELECT * FROM submissions WHERE state IN ({marks}) ORDER BY rowid",  # noqa: S608 -- only '?' placeholders are interpolated
             wanted,
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
@@ -377,7 +381,7 @@ class JournalStore:
         delivering = [s.value for s in TERMINAL if s is not State.REJECTED]
         marks = ",".join("?" * len(delivering))
         rows = self._db.execute(
-            f"SELECT * FROM submissions WHERE delivered = 0 AND state IN ({marks}) ORDER BY id",  # noqa: S608 -- only '?' placeholders are interpolated
+            f"SELECT * FROM submissions WHERE delivered = 0 AND state IN ({marks}) ORDER BY rowid",  # noqa: S608 -- only '?' placeholders are interpolated
             delivering,
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
@@ -416,7 +420,7 @@ class JournalStore:
         """The latest delivered `done` submission with this content, if any."""
         row = self._db.execute(
             "SELECT * FROM submissions WHERE sha256 = ? AND state = 'done' AND delivered = 1 "
-            "AND id != ? ORDER BY id DESC LIMIT 1",
+            "AND id != ? ORDER BY rowid DESC LIMIT 1",
             (sha256, exclude_id),
         ).fetchone()
         return _row_to_submission(row) if row else None
@@ -428,7 +432,7 @@ class JournalStore:
 
     def latest(self, limit: int = 20) -> list[Submission]:
         rows = self._db.execute(
-            "SELECT * FROM submissions ORDER BY id DESC LIMIT ?", (limit,)
+            "SELECT * FROM submissions ORDER BY rowid DESC LIMIT ?", (limit,)
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
 

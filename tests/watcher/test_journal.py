@@ -210,3 +210,25 @@ async def test_async_journal_owns_its_connection_on_one_thread(tmp_path: Path) -
         assert sub.state is State.UPLOADING
     finally:
         await journal.close()
+
+
+def test_submissions_made_in_the_same_second_list_in_the_order_they_were_made(
+    tmp_path: Path,
+) -> None:
+    """Ids carry whole seconds and a random tail: within a second they do not sort by time.
+
+    CI once listed a re-run before the submission it replaced (`show clip.mp4`), and "the
+    latest done submission with this content" could pick the older one.
+    """
+    store = JournalStore(tmp_path / "j.sqlite3")
+    first, second = "20261130T174428Z-ffffffff", "20261130T174428Z-00000000"
+    for sid in (first, second):
+        _create(store, sid)
+        store.update(sid, sha256="ab" * 32)
+        store.transition(sid, State.DONE, final_path="/done/clip.mp4")
+        store.update(sid, delivered=True)
+    assert [s.id for s in store.find("clip.mp4")] == [first, second]
+    assert [s.id for s in store.in_states([State.DONE])] == [first, second]
+    assert [s.id for s in store.latest()] == [second, first]
+    found = store.done_with_sha256("ab" * 32, exclude_id="none")
+    assert found is not None and found.id == second

@@ -185,8 +185,7 @@ def _apply(  # noqa: PLR0911 - one return per step type: a flat match reads bett
         case AddPrev(tag=tag):
             return _add_zero_padded(x, tagged[tag])
         case FullyConnected(weights=weights):
-            # dlib flattens a sample as (channels, rows, cols); ours is (rows, cols, channels):
-            # the same order whenever rows = cols = 1 (after the global pool).
+            # dlib flattens a sample as (channels, rows, cols); ours are (rows, cols, channels).
             flat = np.ascontiguousarray(x.transpose(2, 0, 1)).reshape(1, -1)
             return (flat @ weights).reshape(1, 1, -1)
     raise AssertionError(f"no step {step!r}")  # every Step type is matched above

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -376,7 +375,9 @@ def _fc(reader: _Reader, expected: _Expected, what: str) -> FullyConnected:
         raise reader.fail(what, "weights alias is not (num_inputs, num_outputs)", start)
     if params.size != inputs * expected.size:
         raise reader.fail(what, f"params hold {params.size} floats, expected weights only")
-    reader.alias(f"{what} biases")  # empty: fc_no_bias
+    start = reader.pos
+    if reader.alias(f"{what} biases") != (0, 0, 0, 0):
+        raise reader.fail(what, "an fc_no_bias layer with a biases alias", start)
     reader.expect(FC_NO_BIAS, f"{what} bias mode")
     for multiplier in ("learning rate", "weight decay", "bias learning rate", "bias decay"):
         reader.real(f"{what} {multiplier} multiplier")
@@ -533,5 +534,4 @@ def default_weights_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("face_recognition_models is not installed")
-    folder: Iterator[str] = iter(spec.submodule_search_locations)
-    return Path(next(folder)) / "models" / WEIGHTS_FILE
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE

@@ -67,6 +67,11 @@ def register_process(sub: Subparsers) -> None:
     process.add_argument("--detect-width", type=int, help="detection frame width (640)")
     process.add_argument("--workers", type=int, help="processes; 0 means one per core")
     process.add_argument(
+        "--descriptor",
+        choices=("numpy", "dlib"),
+        help="face descriptor engine: dlib's weights through numpy's BLAS (default) or dlib's code",
+    )
+    process.add_argument(
         "--contact-sheets", type=Path, metavar="DIR", help="write <video>.faces.jpg here"
     )
     process.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -161,6 +166,7 @@ def _process(args: argparse.Namespace) -> int:
         "tolerance": args.tolerance,
         "detect_width": args.detect_width,
         "workers": args.workers,
+        "descriptor": args.descriptor,
     }
     options = RecognitionOptions(**{k: v for k, v in overrides.items() if v is not None})
     if args.contact_sheets:

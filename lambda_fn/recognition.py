@@ -238,7 +238,7 @@ class _Scan:
         # A new face, or one followed for long enough to be checked again.
         self.encoded += 1
         with self.watch.stage("encode"):
-            encoding = encode_face(frame.image, landmarks)
+            encoding = encode_face(frame.image, landmarks, self.options.descriptor)
         with self.watch.stage("match"):
             match = match_face(
                 encoding, self.known, self.options.tolerance, self.options.match_margin

@@ -8,8 +8,9 @@ Measured (bench/descriptor.py, 2 CPUs under a parallel CI run, 1 BLAS thread): 1
 against dlib-bin's 111 ms, 6.9x. The 29 matrix products (542 MFLOP) are ~70% of it, at
 ~45 GFLOP/s on one AMD EPYC core: more speed would need fewer operations (batching faces,
 Winograd), not tighter numpy. Two BLAS threads were slower on that busy machine (OpenBLAS's
-threads spin waiting for a core).
-A spike: nothing in the pipeline calls this yet.
+threads spin waiting for a core), so BLAS runs on one thread: a Lambda container handles one
+video at a time and `recognition_pool` already runs one process per core.
+`lambda_fn.faces.encode_face` uses it unless the `descriptor` option says 'dlib'.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dlib
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits
 
 from lambda_fn.resnet_weights import (
     AddPrev,
@@ -218,9 +220,20 @@ class DescriptorNetwork:
 
 @functools.cache
 def network() -> DescriptorNetwork:
-    """The process-wide network, from face_recognition_models' .dat file."""
+    """The process-wide network, from face_recognition_models' .dat file.
+
+    Also holds numpy's BLAS to one thread for the rest of the process (see the module's
+    docstring): set here, at run time, because OPENBLAS_NUM_THREADS only counts if it is in
+    the environment before numpy is first imported.
+    """
+    threadpool_limits(1, user_api="blas")
     weights = load_network(default_weights_path())
     return DescriptorNetwork(weights, compile_steps(weights))
+
+
+def describe_chip(chip: npt.NDArray[Any]) -> FloatArray:
+    """The descriptor of an already aligned 150x150 RGB chip (warm-up, benchmarks)."""
+    return network().describe_chip(chip)
 
 
 def face_chip(image: npt.NDArray[Any], landmarks: Any) -> npt.NDArray[np.uint8]:

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
 
-from lambda_fn.faces import models
+from lambda_fn.faces import encode_face, models, warm_up
 from lambda_fn.resnet_descriptor import compute_descriptor, face_chip, network
 from lambda_fn.resnet_weights import default_weights_path, load_network, parse_network
+from lambda_fn.settings import RecognitionOptions
 from tests.lambda_fn.clips import load_picture
 
 # float32 rounding only: dlib sums its products in another order (measured on the 15 faces
@@ -198,3 +200,23 @@ def test_any_changed_structure_byte_parses_or_is_a_value_error(
     damaged[position] = value
     with contextlib.suppress(ValueError):
         parse_network(bytes(damaged))
+
+
+def test_the_pipeline_encodes_with_the_numpy_engine_by_default(faces: list[Face]) -> None:
+    """encode_face, and so recognition and enrolment, use the numpy engine unless told."""
+    face = faces[0]
+    assert RecognitionOptions().descriptor == "numpy"
+    default = encode_face(face.image, face.landmarks)
+    assert np.array_equal(default, compute_descriptor(face.image, face.landmarks))
+    chosen = encode_face(face.image, face.landmarks, "dlib")
+    reference = models().encoder.compute_face_descriptor(face.image, face.landmarks, 1)
+    assert np.array_equal(chosen, np.array(reference))
+    assert np.abs(default - chosen).max() < DESCRIPTOR_TOLERANCE
+
+
+def test_numpy_blas_runs_on_one_thread_once_the_network_is_loaded() -> None:
+    """Two BLAS threads were slower than one beside other work (bench/descriptor.py); a
+    forked pool worker inherits the limit."""
+    warm_up()
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)

@@ -374,6 +374,24 @@ class JournalStore:
         ).fetchall()
         return [_row_to_submission(r) for r in rows]
 
+    def newest_listed(self, limit: int) -> tuple[list[Submission], int]:
+        """The `limit` newest concluded submissions whose files have left processing/ (newest
+        first, by when they finished), and how many there are in all."""
+        where = (
+            f"state IN ({','.join('?' * len(TERMINAL))}) AND (delivered = 1 OR state = 'rejected')"
+        )
+        states = [s.value for s in TERMINAL]
+        rows = self._db.execute(
+            f"SELECT * FROM submissions WHERE {where} "  # noqa: S608 -- only '?' placeholders are interpolated
+            "ORDER BY COALESCE(finished_at, updated_at) DESC, rowid DESC LIMIT ?",
+            [*states, limit],
+        ).fetchall()
+        (total,) = self._db.execute(
+            f"SELECT COUNT(*) FROM submissions WHERE {where}",  # noqa: S608 -- only '?' placeholders are interpolated
+            states,
+        ).fetchone()
+        return [_row_to_submission(r) for r in rows], int(total)
+
     def undelivered(self) -> list[Submission]:
         """Finished submissions whose files have not (all) moved out of processing/ yet."""
         # Not rejections: they are moved to rejected/ before their row is written, and have

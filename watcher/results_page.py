@@ -9,6 +9,9 @@ a second line of defence.
 The daemon calls `ResultsPage.refresh()` every couple of seconds; it renders only when the
 journal changed (a cheap COUNT), so a burst of 10,000 deliveries costs one render per tick,
 not 10,000, and details files are parsed once per video (they never change after delivery).
+The pages list the newest LISTED_MAX results: a node's journal keeps months of them, and
+reading them all at every tick made the daemon's memory and CPU grow with the journal (the
+10,000-file soak: 169 MiB, 14 files/s). Older ones are a `hybrid-watcher show`/`report` away.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from watcher.journal import TERMINAL, JournalStore, State, Submission
+from watcher.journal import JournalStore, State, Submission
 from watcher.staging import Staging
 
 PAGE_SIZE = 200
+LISTED_MAX = 1000  # five pages
 REFRESH_S = 2.0
 DETAILS_MAX_BYTES = 1024 * 1024  # a details file larger than this is not shown, not parsed
 INDEX = "index.html"
@@ -103,10 +107,17 @@ def people_from_details(path: Path) -> tuple[Person, ...] | None:
 class ResultsPage:
     """Keeps the pages in `staging_root` in step with the journal."""
 
-    def __init__(self, staging_root: Path, journal_path: Path, page_size: int = PAGE_SIZE):
+    def __init__(
+        self,
+        staging_root: Path,
+        journal_path: Path,
+        page_size: int = PAGE_SIZE,
+        listed_max: int = LISTED_MAX,
+    ):
         self.staging = Staging(staging_root)
         self.journal_path = journal_path
         self.page_size = page_size
+        self.listed_max = listed_max
         self._signature: tuple[object, ...] | None = None
         self._people: dict[str, tuple[Person, ...] | None] = {}  # final path → details
 
@@ -120,10 +131,10 @@ class ResultsPage:
             signature = (tuple(journal.counts().values()), journal.concluded_count())
             if signature == self._signature:
                 return False
-            subs = journal.in_states(TERMINAL)
+            subs, total = journal.newest_listed(self.listed_max)
         finally:
             journal.close()
-        self.write(subs)
+        self.write(subs, total)
         self._signature = signature
         return True
 
@@ -167,14 +178,22 @@ class ResultsPage:
         rows = result.get("rows") or [[name, "", ""] for name in result.get("people") or []]
         return tuple(Person(str(r[0]), str(r[1]), str(r[2]), None, None) for r in rows)
 
-    def write(self, subs: Iterable[Submission]) -> int:
-        """Write every page atomically, remove pages no longer needed; returns the count."""
+    def write(self, subs: Iterable[Submission], total: int | None = None) -> int:
+        """Write every page atomically, remove pages no longer needed; returns the count.
+
+        `total`: how many results there are in all, when `subs` are only the newest.
+        """
+        subs = list(subs)
         entries = self.entries(subs)
+        # Details of videos no longer listed are not kept (this dict would grow for ever).
+        listed = {str(Path(sub.final_path or sub.staged_path)) for sub in subs}
+        self._people = {k: v for k, v in self._people.items() if k in listed}
         size = self.page_size
         chunks = [entries[i : i + size] for i in range(0, len(entries), size)] or [[]]
         generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        total = max(total or 0, len(entries))
         for number, chunk in enumerate(chunks, start=1):
-            page = render_page(chunk, number, len(chunks), len(entries), generated)
+            page = render_page(chunk, number, len(chunks), total, generated, listed=len(entries))
             _write_atomic(self.staging.root / page_name(number), page)
         stale = len(chunks) + 1
         while (self.staging.root / page_name(stale)).exists():
@@ -271,8 +290,22 @@ def _nav(number: int, pages: int) -> str:
     return f"<nav>pages: {''.join(links)}</nav>"
 
 
-def render_page(entries: list[Entry], number: int, pages: int, total: int, generated: str) -> str:
-    """One page of the results, as a complete HTML document."""
+def render_page(
+    entries: list[Entry],
+    number: int,
+    pages: int,
+    total: int,
+    generated: str,
+    *,
+    listed: int | None = None,
+) -> str:
+    """One page of the results, as a complete HTML document; `listed` of `total` are shown."""
+    shown = (
+        f"{total} videos"
+        if listed is None or listed >= total
+        else f"newest {listed} of {total} videos (the others: <code>hybrid-watcher show "
+        f"NAME</code>, <code>hybrid-watcher report</code>)"
+    )
     nav = _nav(number, pages)
     body = "\n".join(_entry(entry) for entry in entries) or "<p>No results yet.</p>"
     return f"""<!DOCTYPE html>
@@ -283,7 +316,7 @@ def render_page(entries: list[Entry], number: int, pages: int, total: int, gener
 <title>HybridSphere results{f" (page {number})" if number > 1 else ""}</title>
 <style>{_CSS}</style></head><body>
 <h1>HybridSphere results</h1>
-<div class="meta">{total} videos, newest first · page {number} of {pages} ·
+<div class="meta">{shown}, newest first · page {number} of {pages} ·
 generated {e(generated)}</div>
 {nav}
 {body}

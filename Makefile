@@ -88,7 +88,8 @@ publish:
 # latency with the result queue vs LIST polling only (singles, then a burst of 100).
 # ~10 min here.
 bench: install
-	$(RUN) python bench/recognition.py
+	$(RUN) python bench/recognition.py --workers 1
+	$(RUN) python bench/descriptor.py
 	$(RUN) python bench/upload.py --quick
 	$(RUN) python bench/intake.py --files 1000,10000
 	$(RUN) python bench/workload.py

@@ -41,7 +41,9 @@ from pathlib import Path
 from lambda_fn.faces import models
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.recognition import recognise
+from lambda_fn.resnet_descriptor import network
 models()
+network()
 KnownFaces.load(Path({faces!r}))
 print(time.perf_counter() - t)
 """

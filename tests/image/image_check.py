@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -280,6 +281,7 @@ def exercise(
             stages[stage] = stages.get(stage, 0.0) + seconds
     summary = ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in stages.items())
     print(f"course clips: {total:.2f} s for {len(COURSE)} invocations ({summary})", flush=True)
+    compare_with_classic(data, stages.get("recognise_total", 0.0))
     key = "videos/image-test/s-1/test_0.mp4"
     details = json.loads(read(s3, outputs, result_key(key, ResultKind.DETAILS)) or "{}")
     version = details.get("function_version", "")
@@ -311,6 +313,34 @@ def exercise(
         invocation.response == {"batchItemFailures": [{"itemIdentifier": bad["messageId"]}]}
         and read(s3, outputs, result_key(good, ResultKind.CSV)) is not None,
         json.dumps(invocation.response),
+    )
+
+
+def compare_with_classic(data: Path, recognised_s: float) -> None:
+    """The image's recognition time beside the classic implementation's, same clips, one video
+    per call each, in this invocation (a benchmark line, not a check: machines are noisy).
+
+    The image runs the default mode ('all'), so the classic run looks at every sampled frame;
+    the classic code runs on this host's venv (dlib-bin), the image on its own dlib build.
+    """
+    classic = REPO.parent / "shared" / "bench" / "classic_baseline.py"
+    if not classic.exists() or shutil.which("ffmpeg") is None:
+        print("image vs classic: not measured (needs ../shared/bench and ffmpeg)", flush=True)
+        return
+    videos = [str(data / "test_case_1" / clip) for clip in COURSE]
+    out = subprocess.run(
+        [sys.executable, str(classic), str(data / "encoding"), *videos, "--all-frames", "--json"],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    classic_s = float(json.loads(out)["total_seconds"])
+    ratio = classic_s / recognised_s if recognised_s else float("inf")
+    print(
+        f"image vs classic --all-frames (one video per call, {len(videos)} course clips, "
+        f"recognition only, start-up excluded): image {recognised_s:.2f} s, classic "
+        f"{classic_s:.2f} s on the host: {ratio:.1f}x (goal >= 10x)",
+        flush=True,
     )
 
 

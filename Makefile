@@ -85,8 +85,8 @@ publish:
 # Each benchmark prints ours beside its baseline: recognition vs the classic implementation,
 # upload vs rclone, s5cmd and boto3, the daemon's intake (no baseline: its targets), the
 # end-to-end workload (local pipeline vs the classic approach, sequential), and drop → result
-# latency with the result queue vs LIST polling only (singles, then a burst of 100).
-# ~10 min here.
+# latency with the result queue vs LIST polling only (singles, then a burst of 100); and the
+# face descriptor alone, numpy vs dlib-bin. ~12 min here.
 bench: install
 	$(RUN) python bench/recognition.py --workers 1
 	$(RUN) python bench/descriptor.py

@@ -93,11 +93,9 @@ def classic(videos: list[Path], flags: list[str]) -> dict[str, Any]:
     }
 
 
-def ours(
-    videos: list[Path], faces: Path, mode: str, workers: int | None, descriptor: str = "numpy"
-) -> dict[str, Any]:
+def ours(videos: list[Path], faces: Path, mode: str, workers: int | None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "lambda_fn", "process", *map(str, videos)]
-    argv += ["--faces", str(faces), "--mode", mode, "--json", "--descriptor", descriptor]
+    argv += ["--faces", str(faces), "--mode", mode, "--json"]
     if workers is not None:
         argv += ["--workers", str(workers)]
     out, cpu, peak = run_measured(argv)
@@ -106,25 +104,25 @@ def ours(
         "total": data["total_seconds"],
         "cpu": cpu,
         "peak_mib": peak,
-        "videos": {
-            Path(v.get("input", {}).get("key") or v["input_key"]).name: {
-                "people": [p["name"] for p in v.get("people", [])]
-                if "code" not in v
-                else [f"ERROR {v['code']}"],
-                "seconds": v.get("timings", {}).get("total", 0.0),
-                "cpu": v.get("timings", {}).get("cpu", 0.0),
-                "floor": floor(
-                    v, data["work"].get(v.get("input", {}).get("key"), {}).get("faces_encoded", 0)
-                ),
-                "encoded": data["work"]
-                .get(v.get("input", {}).get("key"), {})
-                .get("faces_encoded", 0),
-                "tracked": data["work"]
-                .get(v.get("input", {}).get("key"), {})
-                .get("faces_tracked", 0),
-            }
-            for v in data["videos"]
-        },
+        "videos": dict(_our_video(v, data["work"]) for v in data["videos"]),
+    }
+
+
+def _our_video(video: dict[str, Any], work: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(file name, answer and costs) of one video of `hybrid-lambda process --json`."""
+    key = video.get("input", {}).get("key")
+    counts = work.get(key, {})
+    timings = video.get("timings", {})
+    failed = "code" in video
+    return Path(key or video["input_key"]).name, {
+        "people": [f"ERROR {video['code']}"]
+        if failed
+        else [p["name"] for p in video.get("people", [])],
+        "seconds": timings.get("total", 0.0),
+        "cpu": timings.get("cpu", 0.0),
+        "floor": floor(video, counts.get("faces_encoded", 0)),
+        "encoded": counts.get("faces_encoded", 0),
+        "tracked": counts.get("faces_tracked", 0),
     }
 
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dlib
 import numpy as np
@@ -21,6 +21,7 @@ from PIL import Image
 
 from lambda_fn.known_faces import KnownFaces
 from lambda_fn.resnet_descriptor import compute_descriptor, describe_chip
+from lambda_fn.settings import DescriptorEngine
 
 # Detection passes, coarse to fine: (detection frame, dlib upsampling). A later pass runs
 # only when the earlier ones found nothing in the frame, so the common case costs one cheap
@@ -167,9 +168,6 @@ def face_landmarks(image: np.ndarray, box: Box) -> Any:
     """dlib's 5-point landmarks of the face in `box` (~2 ms): they align the face for both
     the descriptor and the tracking signature."""
     return models().landmarks(image, dlib.rectangle(box.left, box.top, box.right, box.bottom))
-
-
-DescriptorEngine = Literal["numpy", "dlib"]
 
 
 def encode_face(

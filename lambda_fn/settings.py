@@ -19,6 +19,8 @@ from hybrid_common.config import ENV_PREFIX, LogLevel, check_bucket_name
 from hybrid_common.keys import DEFAULT_CSV_KEY, ResultNaming, validate_csv_key
 
 BucketName = Annotated[str, AfterValidator(check_bucket_name)]
+# Which code runs dlib's ResNet for the face descriptor (lambda_fn.faces.encode_face).
+DescriptorEngine = Literal["numpy", "dlib"]
 
 
 class RecognitionOptions(BaseModel):
@@ -83,7 +85,7 @@ class RecognitionOptions(BaseModel):
     decode_threads: int = Field(
         default=0, ge=0, description="FFmpeg decoding threads per video; 0 means automatic."
     )
-    descriptor: Literal["numpy", "dlib"] = Field(
+    descriptor: DescriptorEngine = Field(
         default="numpy",
         description="Which engine computes the 128-d face descriptor from dlib's ResNet "
         "weights: 'numpy' (lambda_fn/resnet_descriptor.py, through numpy's OpenBLAS, ~7x "

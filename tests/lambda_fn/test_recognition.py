@@ -4,10 +4,12 @@ synthetic clips for tracking, unknown faces and no faces."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from lambda_fn import recognition
 from lambda_fn.enrolment import build_from_photos
 from lambda_fn.frames import VideoInfo
 from lambda_fn.known_faces import KnownFaces
@@ -21,7 +23,7 @@ from lambda_fn.recognition import (
 )
 from lambda_fn.recognition_pool import RecognitionPool
 from lambda_fn.safe_pickle import load_course_encodings
-from lambda_fn.settings import RecognitionOptions
+from lambda_fn.settings import DescriptorEngine, RecognitionOptions
 from tests.course import COURSE_CLIPS
 from tests.lambda_fn.clips import level_painter, load_picture, still_painter, write_clip
 
@@ -276,3 +278,27 @@ def test_a_video_over_the_time_budget_fails_cleanly(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as caught:
         recognise(clip, known, RecognitionOptions(max_seconds=1e-6))
     assert caught.value.code == "too_slow"
+
+
+@pytest.mark.parametrize("engine", ["numpy", "dlib"])
+def test_the_descriptor_option_chooses_the_engine_that_encodes(
+    shared_data: Path,
+    obama_store: KnownFaces,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    engine: DescriptorEngine,
+) -> None:
+    """HYBRID_DESCRIPTOR / --descriptor reach the encoder; both engines give the answer."""
+    used: list[str] = []
+    real_encode = recognition.encode_face
+
+    def recording(image: np.ndarray, landmarks: Any, chosen: DescriptorEngine = "numpy") -> Any:
+        used.append(chosen)
+        return real_encode(image, landmarks, chosen)
+
+    monkeypatch.setattr(recognition, "encode_face", recording)
+    picture = load_picture(shared_data / "faces" / "probes" / "obama-720p.jpg", width=640)
+    clip = write_clip(tmp_path / "still.mp4", still_painter(picture), frames=20, fps=10)
+    result = recognise(clip, obama_store, RecognitionOptions(descriptor=engine))
+    assert result.names == ["barack_obama"]
+    assert used == [engine]

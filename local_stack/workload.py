@@ -1,6 +1,7 @@
 """`hybrid-local workload CASES_DIR`: drive the pipeline with a folder of videos and grade it.
 
-Drops every video (N times with --repeat) into the inbox, atomically, or with --direct uploads
+Drops every video (N times with --repeat; or N videos in all, cycling through the folder, with
+--count) into the inbox, atomically, or with --direct uploads
 it straight to the input bucket under this node's prefix as the course's workload script did;
 waits for every result; compares with an expected-results file (see local_stack.expectations);
 prints correct/wrong/missing/failed, throughput and drop→result latency. Exit status 0 only
@@ -259,6 +260,7 @@ class Options:
     cases_dir: Path
     expect: Path | None = None
     repeat: int = 1
+    count: int | None = None  # videos in all, cycling through the folder; overrides repeat
     direct: bool = False
     timeout_s: float = 600.0
     progress: bool = False
@@ -274,17 +276,15 @@ def run_workload(settings: WatcherSettings, options: Options) -> Report:
         unknown = sorted({v.name for v in videos} - set(expected))
         if unknown:
             notes.append(f"{len(unknown)} videos have no expectation, e.g. {unknown[0]}")
+    total = options.count or options.repeat * len(videos)
     if not options.direct:
-        notes.extend(_reuse_note(settings, videos, options.repeat))
+        notes.extend(_reuse_note(settings, videos, total))
     run_id = workload_id()
     mode: DirectMode | InboxMode = (
         DirectMode(settings, run_id) if options.direct else InboxMode(settings, run_id)
     )
-    items = [
-        Item(n=r * len(videos) + i + 1, source=path, video=path.name)
-        for r in range(options.repeat)
-        for i, path in enumerate(videos)
-    ]
+    cycle = (videos[n % len(videos)] for n in range(total))
+    items = [Item(n=n, source=path, video=path.name) for n, path in enumerate(cycle, start=1)]
     started = time.monotonic()
     with _progress(options.progress, len(items)) as advance:
         mode.submit(items)
@@ -295,16 +295,16 @@ def run_workload(settings: WatcherSettings, options: Options) -> Report:
     return Report(run_id, mode.name, items, elapsed, expected is not None, notes)
 
 
-def _reuse_note(settings: WatcherSettings, videos: list[Path], repeat: int) -> list[str]:
+def _reuse_note(settings: WatcherSettings, videos: list[Path], total: int) -> list[str]:
     """Say so when the watcher will answer repeats from its journal instead of processing."""
     if settings.on_duplicate != "reuse":
         return []
-    distinct = {hashlib.sha256(path.read_bytes()).digest() for path in videos}
-    repeats = len(videos) * repeat - len(distinct)
+    distinct = {hashlib.sha256(path.read_bytes()).digest() for path in videos[:total]}
+    repeats = total - len(distinct)
     if not repeats:
         return []
     return [
-        f"{repeats} of {len(videos) * repeat} videos repeat another's content: with "
+        f"{repeats} of {total} videos repeat another's content: with "
         "on_duplicate=reuse the watcher answers them from earlier results (set "
         "HYBRID_ON_DUPLICATE=reprocess for the daemon to measure processing)"
     ]
@@ -409,6 +409,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="submit each N times")
     parser.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help="submit N videos in all, cycling through the folder (instead of --repeat)",
+    )
+    parser.add_argument(
         "--direct",
         action="store_true",
         help="upload straight to the input bucket instead of dropping into the inbox",
@@ -438,14 +444,15 @@ def cmd_workload(args: argparse.Namespace) -> int:
     if args.cases_dir is None or not args.cases_dir.is_dir():
         print("workload: CASES_DIR must be a folder of videos", file=sys.stderr)
         return EXIT_USAGE
-    if args.repeat < 1:
-        print("workload: --repeat must be at least 1", file=sys.stderr)
+    if args.repeat < 1 or (args.count is not None and args.count < 1):
+        print("workload: --repeat and --count must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings()
     options = Options(
         cases_dir=args.cases_dir,
         expect=args.expect,
         repeat=args.repeat,
+        count=args.count,
         direct=args.direct,
         timeout_s=args.timeout,
         progress=sys.stdout.isatty() and not args.json,

@@ -3,8 +3,9 @@
 Every request carries an S3-verified checksum (x-amz-checksum-*). With SHA256 (the default) a
 single PUT reuses the sha256 the intake already computed, so the file is not hashed again;
 parts are hashed in a thread while being read. Nothing here blocks the event loop: files are
-opened and parts hashed in threads, and bodies (whole files or parts) are streamed from the
-file by aiohttp in 256 KiB chunks read in its executor: memory does not grow with file size.
+opened and parts hashed in threads. Bodies (whole files or parts) are streamed from the file by
+aiohttp in 256 KiB chunks read in its executor, so memory does not grow with file size; only
+files up to WHOLE_BODY_MAX (2 MiB) are read whole, which saves a thread hop per chunk.
 """
 
 from __future__ import annotations
@@ -161,6 +162,21 @@ def _open_at(path: Path, offset: int) -> BinaryIO:
     return handle
 
 
+# Files up to this size are read whole, in one thread hop, and sent from memory: streaming
+# costs a hop per 256 KiB chunk, which made a 1 MiB PUT use 22 % more CPU (bench/upload.py).
+# Memory: at most upload_concurrency x this (8 MiB at the default 4 files in flight).
+WHOLE_BODY_MAX = 2 * MIB
+
+
+def _read_whole(path: Path, size: int) -> bytes:
+    """The file's bytes, or _FileChanged if it is no longer `size` bytes long."""
+    with path.open("rb") as handle:
+        data = handle.read(size + 1)
+    if len(data) != size:
+        raise _FileChanged(f"{path} is no longer {size} bytes")
+    return data
+
+
 def _crc32_of_file(path: Path) -> str:
     crc = 0
     with path.open("rb") as handle:
@@ -283,6 +299,10 @@ class Uploader:
 
         async def put() -> str:
             await self.pacer.request(request.size)
+            if request.size <= WHOLE_BODY_MAX:
+                body = await asyncio.to_thread(_read_whole, request.path, request.size)
+                response = await self._s3.put_object(Body=body, **args)
+                return str(response["ETag"])
             handle = await asyncio.to_thread(request.path.open, "rb")
             try:
                 if os.fstat(handle.fileno()).st_size != request.size:

@@ -183,7 +183,10 @@ def _workload(stack: Resources, tmp_path: Path, *args: str) -> subprocess.Comple
 
 
 @pytest.mark.slow
-def test_a_direct_workload_graded_correct_exits_0(stack: Resources, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("how_many", "videos"), [(["--repeat", "2"], 6), (["--count", "5"], 5)])
+def test_a_direct_workload_graded_correct_exits_0(
+    stack: Resources, tmp_path: Path, how_many: list[str], videos: int
+) -> None:
     cases = _cases(tmp_path, list(ANSWERS))
     (tmp_path / "expect").write_text(EXPECT)
     runtime = _serve(stack, tmp_path, ANSWERS)
@@ -193,8 +196,7 @@ def test_a_direct_workload_graded_correct_exits_0(stack: Resources, tmp_path: Pa
             tmp_path,
             str(cases),
             "--direct",
-            "--repeat",
-            "2",
+            *how_many,
             "--expect",
             str(tmp_path / "expect"),
             "--timeout",
@@ -204,7 +206,8 @@ def test_a_direct_workload_graded_correct_exits_0(stack: Resources, tmp_path: Pa
         assert runtime.stop() == 0
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    assert (report["videos"], report["correct"], report["wrong"], report["missing"]) == (6, 6, 0, 0)
+    counts = (report["videos"], report["correct"], report["wrong"], report["missing"])
+    assert counts == (videos, videos, 0, 0)
     assert (
         0 < report["latency_s"]["p50"] <= report["latency_s"]["p95"] <= report["latency_s"]["max"]
     )

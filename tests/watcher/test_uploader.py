@@ -22,6 +22,7 @@ from watcher.clients import aws_clients
 from watcher.pacing import MIB
 from watcher.settings import WatcherSettings
 from watcher.uploader import (
+    WHOLE_BODY_MAX,
     Uploader,
     UploadFailed,
     UploadRequest,
@@ -406,10 +407,12 @@ async def test_missing_bucket_and_vanished_file_fail_at_once(
         assert "FileNotFoundError" in vanished.value.reason
 
 
+# Both single-PUT bodies: read whole (up to WHOLE_BODY_MAX) and streamed from the file.
+@pytest.mark.parametrize("size", [1000, WHOLE_BODY_MAX + 1])
 async def test_a_file_whose_size_changed_is_refused(
-    make_settings: SettingsFactory, s3: Any, tmp_path: Path
+    make_settings: SettingsFactory, s3: Any, tmp_path: Path, size: int
 ) -> None:
-    request = make_file(tmp_path, "grown.mp4", 1000, seed=9)
+    request = make_file(tmp_path, "grown.mp4", size, seed=9)
     with request.path.open("ab") as handle:
         handle.write(b"more")
     settings = make_settings()

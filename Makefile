@@ -85,16 +85,18 @@ publish:
 # Each benchmark prints ours beside its baseline: recognition vs the classic implementation,
 # upload vs rclone, s5cmd and boto3, the daemon's intake (no baseline: its targets), the
 # end-to-end workload (local pipeline vs the classic approach, sequential), and drop → result
-# latency with the result queue vs LIST polling only (singles, then a burst of 100); and the
-# face descriptor alone, numpy vs dlib-bin. ~12 min here.
+# latency with the result queue vs LIST polling only (singles, then a burst of 100); the
+# face descriptor alone, numpy vs dlib-bin; and 100 then 1,000 videos through the whole local
+# stack vs the classic handler on the same cores (bench/scale.py). ~25 min here.
+# Every benchmark runs even when one misses its goal (it prints FAIL); the exit status says
+# whether any did.
+BENCHES := "recognition.py --workers 1" "descriptor.py" "upload.py --repeat 3" \
+  "intake.py --files 1000,10000" "workload.py" "accuracy.py" \
+  "latency.py --rounds 2 --burst 100" "scale.py --sizes 100,1000"
 bench: install
-	$(RUN) python bench/recognition.py --workers 1
-	$(RUN) python bench/descriptor.py
-	$(RUN) python bench/upload.py --quick
-	$(RUN) python bench/intake.py --files 1000,10000
-	$(RUN) python bench/workload.py
-	$(RUN) python bench/accuracy.py
-	$(RUN) python bench/latency.py --rounds 2 --burst 100
+	@status=0; for bench in $(BENCHES); do \
+	  echo "== bench/$$bench"; $(RUN) python bench/$$bench || status=1; \
+	done; exit $$status
 
 # Known vulnerabilities in the locked versions (uv.lock, every extra and the dev group):
 # pip-audit --strict against OSV or PyPI's per-release API, whichever answers; where neither does

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,8 @@ class Size:
     scale_downs: int
     most_environments: int
     cpu_busy: float  # share of the machine's cores busy during the run, 0..1
+    # CPU seconds per video, by process (with its children): where the machine's time went.
+    cpu_per_video_s: dict[str, float]
 
 
 def _cores() -> int:
@@ -78,6 +81,32 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (which may hold spaces): field 3 onwards."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and all its descendants, the reaped ones included."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    ticks = 0
+    for pid in tree:
+        with contextlib.suppress(OSError):
+            fields = _stat_fields(pid)
+            # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _wal_bytes(staging: Path) -> int:
@@ -111,9 +140,18 @@ def run_size(videos: int, known: Path, expect: Path, cases: Path) -> Size:
         timeout = str(60 + 3 * videos)
         argv = [sys.executable, "-m", "local_stack", "workload", str(cases), "--count",
                 str(videos), "--expect", str(expect), "--json", "--timeout", timeout]  # fmt: skip
+        tops = {"serve-local + workers": stack.procs[1].pid, "watcher": watcher.proc.pid,
+                "local cloud (moto)": stack.procs[0].pid}  # fmt: skip
+        before = {name: _tree_cpu_s(pid) for name, pid in tops.items()}
+        grader0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy0, total0 = _cpu_times()
         done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, check=False)
         busy1, total1 = _cpu_times()
+        grader1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = {name: _tree_cpu_s(pid) - before[name] for name, pid in tops.items()}
+        cpu["workload grader"] = (grader1.ru_utime - grader0.ru_utime) + (
+            grader1.ru_stime - grader0.ru_stime
+        )
         if not done.stdout.strip():
             raise RuntimeError(
                 f"workload printed nothing (exit {done.returncode}):\n{done.stderr!r}"
@@ -148,6 +186,7 @@ def run_size(videos: int, known: Path, expect: Path, cases: Path) -> Size:
         scale_downs=sum(e["concurrency"] < e["previous"] for e in scales),
         most_environments=max((e["concurrency"] for e in scales), default=0),
         cpu_busy=round((busy1 - busy0) / max(1, total1 - total0), 2),
+        cpu_per_video_s={name: round(s / report["videos"], 3) for name, s in cpu.items()},
     )
 
 
@@ -201,6 +240,9 @@ def print_report(sizes: list[Size], classic: dict[str, Any]) -> None:
             f"{s.wal_bytes / 1024:>5.0f} KiB {s.scale_ups:>4}/{s.scale_downs:<4} "
             f"{s.most_environments:>8} {s.cpu_busy:>8.0%}"
         )
+    for s in sizes:
+        shares = ", ".join(f"{name} {t:.3f}" for name, t in s.cpu_per_video_s.items())
+        print(f"CPU-s per video at {s.videos}: {shares}")
     print(
         f"classic --all-frames, {classic['processes']} processes: {classic['videos']} videos in "
         f"{classic['elapsed_s']} s, {classic['videos_per_min']} videos/min"

@@ -57,6 +57,10 @@ def client_config(settings: WatcherSettings) -> AioConfig:
         # body, computed on the event loop) would be redundant work.
         request_checksum_calculation="when_required",
         tcp_keepalive=True,
+        # Every request's parameters are built by this code from validated settings; botocore
+        # checking them against the service model again cost ~7 % of a 1 MiB upload's CPU
+        # (5.8 -> 5.4 ms a file, 9 alternating runs). S3 still refuses anything malformed.
+        parameter_validation=False,
     )
 
 

@@ -1,9 +1,10 @@
 """The known-faces file format, dependency-free: read, validate, edit and write it anywhere.
 
-The function reads this file with numpy (`lambda_fn/known_faces.py`); the VM edits it with no
-dlib or numpy (`hybrid-watcher faces`). Both follow the same rules, and
-tests/common/test_known_faces_file.py holds the two to the same answers and the same bytes.
-One face per line, so a diff of two versions reads as "who was added or removed".
+The only parser of the file: the function reads through it and converts the result to numpy
+(`lambda_fn/known_faces.py`); the VM edits it with no dlib or numpy (`hybrid-watcher faces`).
+JSON because it is safe to load from anywhere (an S3 object, a pull request), diffable, and
+Python's float repr round-trips float64 exactly. One face per line, so a diff of two versions
+reads as "who was added or removed".
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ class KnownFacesFile:
         entries = document.get("faces")
         if not isinstance(entries, list):
             raise KnownFacesFileError(f"{origin}: 'faces' must be a list")
+        return cls.from_entries(entries, origin=origin)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[Any], *, origin: str = "known faces") -> KnownFacesFile:
+        """Validate a file's `faces` list, or faces built in memory (the course pickle, photos)."""
         return cls(tuple(_check_face(e, f"{origin}: faces[{i}]") for i, e in enumerate(entries)))
 
     @classmethod

@@ -1,8 +1,5 @@
-"""The known-faces store: names and 128-d face encodings in a versioned JSON file (no pickle).
-
-JSON because it is safe to load from anywhere (an S3 object, a pull request), diffable, and
-Python's float repr round-trips float64 exactly. Every load is validated; a bad file fails
-with a message naming the file, the entry and the problem.
+"""The function's known faces: the shared known-faces file (`hybrid_common.known_faces_file`,
+which parses and validates it) as numpy arrays, and the rolling out of a new version.
 
 `LiveKnownFaces` is how a warm container rolls out a new file without a redeploy: it checks
 the file at most every `check_s` seconds (a conditional GET on S3: 304 while unchanged) and
@@ -11,11 +8,9 @@ swaps to the new version only once it is valid.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,18 +18,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
+from hybrid_common.known_faces_file import (
+    ENCODING_SIZE,
+    Face,
+    KnownFacesFile,
+    KnownFacesFileError,
+    file_version,
+)
 from hybrid_common.logs import get_logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 log = get_logger(__name__)
-
-FORMAT = "hybridsphere.known-faces"
-VERSION = 1
-ENCODING_SIZE = 128
-# dlib's ResNet descriptor, 5-point landmarks, as used by face_recognition's face_encodings.
-MODEL = "dlib_face_recognition_resnet_model_v1"
 
 
 # The error.json code for a video the function could not compare with anyone: the known-faces
@@ -47,8 +43,18 @@ KNOWN_FACES_UNAVAILABLE = "known_faces_unavailable"
 KNOWN_FACES_ABSENT = frozenset({"NoSuchKey", "NoSuchBucket", "404", "AccessDenied", "403"})
 
 
-class KnownFacesError(ValueError):
-    """The known-faces file is missing, unreadable or invalid."""
+class KnownFacesError(KnownFacesFileError):
+    """The known-faces file is missing, unreadable or invalid (the function's own, so that the
+    handler tells it from any other ValueError; the shared parser's errors arrive as this)."""
+
+
+@contextmanager
+def _as_function_error() -> Iterator[None]:
+    """The shared parser's errors re-raised as KnownFacesError, their message unchanged."""
+    try:
+        yield
+    except KnownFacesFileError as error:
+        raise KnownFacesError(*error.args) from error
 
 
 @dataclass(frozen=True, eq=False)  # eq would compare numpy arrays: ambiguous
@@ -81,6 +87,26 @@ class KnownFaces:
         return list(dict.fromkeys(self.names))
 
     @classmethod
+    def from_file(cls, file: KnownFacesFile) -> KnownFaces:
+        """A parsed, validated file as numpy arrays."""
+        return cls(
+            names=[face.name for face in file.faces],
+            encodings=np.array([face.encoding for face in file.faces], dtype=np.float64),
+            sources=[face.source for face in file.faces],
+        )
+
+    def to_file(self) -> KnownFacesFile:
+        """The plain form the shared module writes (float64 to float: exact)."""
+        return KnownFacesFile(
+            tuple(
+                Face(name, tuple(encoding.tolist()), source)
+                for name, source, encoding in zip(
+                    self.names, self.sources, self.encodings, strict=True
+                )
+            )
+        )
+
+    @classmethod
     def from_lists(
         cls,
         names: Sequence[str],
@@ -96,76 +122,31 @@ class KnownFaces:
                 f"{origin}: {len(names)} names, {len(encodings)} encodings, {len(sources)} sources"
             )
         entries = [
-            {"name": name, "encoding": encoding, "source": source}
+            # Checked as a file's JSON list would be: an array's elements as Python numbers.
+            {"name": name, "encoding": _plain(encoding), "source": source}
             for name, encoding, source in zip(names, encodings, sources, strict=True)
         ]
-        return cls._from_entries(entries, origin)
+        with _as_function_error():
+            file = KnownFacesFile.from_entries(entries, origin=origin)
+        return cls.from_file(file)
 
     @classmethod
     def load(cls, path: Path) -> KnownFaces:
         """Read and validate a known-faces file."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            raise KnownFacesError(f"{path}: cannot read known-faces file: {error}") from error
-        return cls.from_bytes(data, origin=str(path))
+        with _as_function_error():
+            file = KnownFacesFile.load(path)
+        return cls.from_file(file)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, origin: str = "known faces") -> KnownFaces:
         """Parse and validate the file format from bytes (e.g. an S3 object's body)."""
-        if data[:1] == b"\x80":  # pickle protocol 2+ starts with the PROTO opcode
-            raise KnownFacesError(
-                f"{origin}: this is a pickle, not a known-faces file; convert it with "
-                "`hybrid-lambda faces import-pickle`"
-            )
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise KnownFacesError(f"{origin}: not a JSON known-faces file: {error}") from error
-        if not isinstance(document, dict):
-            raise KnownFacesError(f"{origin}: expected a JSON object at the top level")
-        if document.get("format") != FORMAT:
-            raise KnownFacesError(f"{origin}: 'format' must be {FORMAT!r}")
-        version = document.get("version")
-        if version != VERSION:
-            raise KnownFacesError(
-                f"{origin}: unsupported version {version!r} (this program reads {VERSION})"
-            )
-        entries = document.get("faces")
-        if not isinstance(entries, list):
-            raise KnownFacesError(f"{origin}: 'faces' must be a list")
-        return cls._from_entries(entries, origin)
-
-    @classmethod
-    def _from_entries(cls, entries: list[Any], origin: str) -> KnownFaces:
-        names: list[str] = []
-        sources: list[str] = []
-        rows: list[np.ndarray] = []
-        for index, entry in enumerate(entries):
-            where = f"{origin}: faces[{index}]"
-            if not isinstance(entry, dict):
-                raise KnownFacesError(f"{where}: expected an object")
-            name = entry.get("name")
-            if not isinstance(name, str) or not name.strip():
-                raise KnownFacesError(f"{where}: 'name' must be a non-empty string")
-            source = entry.get("source", "")
-            if not isinstance(source, str):
-                raise KnownFacesError(f"{where}: 'source' must be a string")
-            rows.append(_check_encoding(entry.get("encoding"), f"{where} ({name})"))
-            names.append(name)
-            sources.append(source)
-        encodings = np.stack(rows) if rows else np.zeros((0, ENCODING_SIZE))
-        return cls(names=names, encodings=encodings, sources=sources)
+        with _as_function_error():
+            file = KnownFacesFile.from_bytes(data, origin=origin)
+        return cls.from_file(file)
 
     def to_bytes(self) -> bytes:
-        """The file format: one face per line, so diffs stay readable."""
-        faces = [
-            json.dumps({"name": name, "source": source, "encoding": [float(x) for x in encoding]})
-            for name, source, encoding in zip(self.names, self.sources, self.encodings, strict=True)
-        ]
-        header = f'{{"format": "{FORMAT}", "version": {VERSION}, "model": "{MODEL}",\n'
-        body = ' "faces": [\n  ' + ",\n  ".join(faces) + "\n ]}\n" if faces else ' "faces": []}\n'
-        return (header + body).encode("utf-8")
+        """The file's canonical bytes (one face per line, so diffs stay readable)."""
+        return self.to_file().to_bytes()
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file then rename), so readers never see half a file."""
@@ -175,25 +156,9 @@ class KnownFaces:
         tmp.replace(path)
 
 
-def _check_encoding(value: Any, where: str) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, list) or len(value) != ENCODING_SIZE:
-        size = len(value) if isinstance(value, list) else type(value).__name__
-        raise KnownFacesError(f"{where}: 'encoding' must be {ENCODING_SIZE} numbers, got {size}")
-    for x in value:
-        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-            raise KnownFacesError(f"{where}: 'encoding' holds a non-finite or non-number {x!r}")
-    return np.asarray(value, dtype=np.float64)
-
-
-def file_version(data: bytes) -> str:
-    """A known-faces file's version: the SHA-256 (hex) of its bytes.
-
-    The content's digest rather than the S3 ETag: the same on S3, on a path and on the
-    laptop that pushes it (an ETag depends on how the object was uploaded: multipart, KMS).
-    """
-    return hashlib.sha256(data).hexdigest()
+def _plain(encoding: Any) -> Any:
+    """A numpy array as a list of Python numbers; anything else as it is (then refused or not)."""
+    return encoding.tolist() if isinstance(encoding, np.ndarray) else encoding
 
 
 @dataclass(frozen=True, eq=False)

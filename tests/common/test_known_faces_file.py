@@ -1,11 +1,13 @@
-"""The dependency-free known-faces format: round trip, validation, and agreement with the
-function's numpy reader on every file (the same verdict, the same faces, the same bytes)."""
+"""The dependency-free known-faces format: round trip, validation, and the function's numpy
+reader (which parses through it) agreeing on every file: the same verdict and message, the same
+faces, the same bytes, the same version."""
 
 from __future__ import annotations
 
 import json
 import math
 import pickle
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -91,7 +93,7 @@ def test_distance_is_euclidean() -> None:
     assert distance([0.0, 3.0], [4.0, 0.0]) == 5.0
 
 
-# --- agreement with lambda_fn/known_faces.py (numpy) ---
+# --- the function's reader, lambda_fn/known_faces.py (numpy), parses through this module ---
 
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 anything = st.one_of(
@@ -125,16 +127,16 @@ def _numpy_verdict(data: bytes) -> tuple[str, object]:
 
     try:
         known = KnownFaces.from_bytes(data)
-    except KnownFacesError:
-        return ("error", None)
+    except KnownFacesError as error:  # the function's own type, so the handler can catch it
+        return ("error", str(error))
     return ("ok", (known.names, known.sources, known.encodings.tolist(), known.to_bytes()))
 
 
 def _plain_verdict(data: bytes) -> tuple[str, object]:
     try:
         known = KnownFacesFile.from_bytes(data)
-    except KnownFacesFileError:
-        return ("error", None)
+    except KnownFacesFileError as error:
+        return ("error", str(error))
     faces = known.faces
     return (
         "ok",
@@ -152,7 +154,25 @@ def test_both_readers_agree_on_every_document(doc: dict[str, object]) -> None:
 
 def test_both_readers_agree_on_a_pickle_and_non_json() -> None:
     for data in (pickle.dumps({"name": ["a"]}), b"\xff\xfe", b"{"):
-        assert _plain_verdict(data) == _numpy_verdict(data) == ("error", None)
+        verdict = _plain_verdict(data)
+        assert verdict[0] == "error" and verdict == _numpy_verdict(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding"),
+    [("", [0.0] * 128), ("a", [0.0] * 127), ("a", [math.nan] * 128), ("a", [True] * 128)],
+)
+def test_the_function_refuses_bad_lists_as_a_file_would(name: str, encoding: list[float]) -> None:
+    import numpy as np
+
+    from lambda_fn.known_faces import KnownFaces, KnownFacesError
+
+    entry = {"name": name, "encoding": encoding}
+    with pytest.raises(KnownFacesFileError) as plain:
+        KnownFacesFile.from_entries([entry], origin="photos")
+    with pytest.raises(KnownFacesError) as numpy:  # arrays, as enrolment and the pickle pass them
+        KnownFaces.from_lists([name], [np.array(encoding)], origin="photos")
+    assert str(numpy.value) == str(plain.value)
 
 
 def test_both_compute_the_same_content_version() -> None:
@@ -163,10 +183,13 @@ def test_both_compute_the_same_content_version() -> None:
     assert known.content_version == known_faces_version(KnownFaces.from_bytes(known.to_bytes()))
 
 
-def test_both_name_a_file_by_the_same_version() -> None:
-    from lambda_fn.known_faces import file_version as function_file_version
+def test_both_name_a_file_by_the_same_version(tmp_path: Path) -> None:
+    from lambda_fn.known_faces import LiveKnownFaces, read_version
 
-    data = KnownFacesFile((face("ada", 0.125),)).to_bytes()
+    path = tmp_path / "faces.json"
+    path.write_bytes(KnownFacesFile((face("ada", 0.125),)).to_bytes())
+    version = KnownFacesFile.load(path).version
+    assert version == file_version(path.read_bytes())
     assert (
-        file_version(data) == function_file_version(data) == KnownFacesFile.from_bytes(data).version
+        read_version(path).version == LiveKnownFaces(str(path), None, 60).current.version == version
     )

@@ -25,12 +25,13 @@ from PIL import Image
 from structlog.testing import capture_logs
 
 from hybrid_common.keys import ResultKind, result_key
+from hybrid_common.known_faces_file import file_version
 from hybrid_common.result_schema import check_details
 from hybrid_common.results import ErrorDoc, KnownFacesDetails, ResultDetails
 from hybrid_common.students import load_students, read_students
 from lambda_fn import handler as handler_module
 from lambda_fn.handler import Runtime
-from lambda_fn.known_faces import KnownFaces, file_version
+from lambda_fn.known_faces import KnownFaces
 from lambda_fn.metrics import FunctionMetrics
 from lambda_fn.safe_pickle import load_course_encodings
 from lambda_fn.settings import FunctionSettings, RecognitionOptions

@@ -15,14 +15,8 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from lambda_fn.known_faces import (
-    FORMAT,
-    VERSION,
-    KnownFaces,
-    KnownFacesError,
-    LiveKnownFaces,
-    file_version,
-)
+from hybrid_common.known_faces_file import FORMAT, VERSION, file_version
+from lambda_fn.known_faces import KnownFaces, KnownFacesError, LiveKnownFaces
 
 
 def sample_store(people: int = 3, per_person: int = 2) -> KnownFaces:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,9 @@ class KnownFacesFile:
             )
         try:
             document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        # ValueError: also bad UTF-8 and integers past Python's 4,300-digit limit; RecursionError:
+        # nesting deeper than the interpreter's stack, which a hostile file can ask for.
+        except (ValueError, RecursionError) as error:
             raise KnownFacesFileError(f"{origin}: not a JSON known-faces file: {error}") from error
         if not isinstance(document, dict):
             raise KnownFacesFileError(f"{origin}: expected a JSON object at the top level")
@@ -157,10 +160,25 @@ def check_encoding(value: Any, where: str) -> tuple[float, ...]:
         raise KnownFacesFileError(
             f"{where}: 'encoding' must be {ENCODING_SIZE} numbers, got {size}"
         )
-    for x in value:
-        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-            raise KnownFacesFileError(f"{where}: 'encoding' holds a non-finite or non-number {x!r}")
-    return tuple(float(x) for x in value)
+    numbers = [_finite_number(x) for x in value]
+    for x, number in zip(value, numbers, strict=True):
+        if number is None:
+            # reprlib: a hostile value (a 400-digit integer, a long string) is shown shortened.
+            raise KnownFacesFileError(
+                f"{where}: 'encoding' holds a non-finite or non-number {reprlib.repr(x)}"
+            )
+    return tuple(n for n in numbers if n is not None)
+
+
+def _finite_number(x: Any) -> float | None:
+    """`x` as a float if it is a finite number (booleans are not numbers here), else None."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    try:
+        number = float(x)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_face(entry: Any, where: str) -> Face:

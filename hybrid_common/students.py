@@ -85,7 +85,9 @@ def read_students(path: Path) -> list[Student]:
     """Parse a students file (UTF-8, a byte-order mark tolerated: Windows editors add one)."""
     try:
         data: Any = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    # ValueError: JSONDecodeError, bad UTF-8 and integers past Python's 4,300-digit limit;
+    # RecursionError: nesting deeper than the interpreter's stack.
+    except (OSError, ValueError, RecursionError) as error:
         raise StudentsFileError(f"{path}: cannot read JSON: {error}") from error
     return parse_students(data, str(path))
 

@@ -52,7 +52,7 @@ def results_in(
     """
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
         return []
     records = doc.get("Records") if isinstance(doc, dict) else None
     naming = naming or ResultNaming()

@@ -89,6 +89,28 @@ def test_invalid_files_are_refused_with_the_reason(data: bytes, message: str) ->
         KnownFacesFile.from_bytes(data, origin="x.json")
 
 
+# A known-faces file is read from S3 and from pull requests: a hostile one must get the same
+# clear refusal, not an OverflowError (an integer too large for a float), a ValueError (an
+# integer past Python's 4,300-digit limit) or a RecursionError (deep nesting) from the parser.
+HOSTILE = {
+    "a 400-digit integer": document(faces=[{"name": "a", "encoding": [10**400] + [0] * 127}]),
+    "a 5,000-digit integer": b'{"format": "hybridsphere.known-faces", "version": 1, "faces": '
+    b'[{"name": "a", "encoding": [' + b"9" * 5000 + b", 0" * 127 + b"]}]}",
+    "nesting 100,000 deep": b'{"faces": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("data", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_numbers_and_nesting_are_refused_clearly(data: bytes) -> None:
+    from lambda_fn.known_faces import KnownFaces, KnownFacesError
+
+    with pytest.raises(KnownFacesFileError, match=r"^x\.json: ") as plain:
+        KnownFacesFile.from_bytes(data, origin="x.json")
+    with pytest.raises(KnownFacesError) as numpy:
+        KnownFaces.from_bytes(data, origin="x.json")
+    assert str(numpy.value) == str(plain.value)
+
+
 def test_distance_is_euclidean() -> None:
     assert distance([0.0, 3.0], [4.0, 0.0]) == 5.0
 

@@ -48,9 +48,18 @@ def test_refuses_bad_files_with_a_reason(tmp_path: Path, data: object, message: 
         read_students(write(tmp_path, data))
 
 
-def test_refuses_non_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfe not json",
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the parser's stack: RecursionError
+        b'[{"id": ' + b"9" * 5000 + b"}]",  # past Python's 4,300-digit integer limit: ValueError
+    ],
+    ids=["bytes", "deep", "huge-int"],
+)
+def test_refuses_non_json(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "s.json"
-    path.write_bytes(b"\xff\xfe not json")
+    path.write_bytes(data)
     with pytest.raises(StudentsFileError, match="cannot read JSON"):
         read_students(path)
 

@@ -70,7 +70,17 @@ def test_sqs_bodies_are_s3_events() -> None:
     ]
 
 
-@pytest.mark.parametrize("body", ["not json", "[]", '{"Message": "an SNS envelope"}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[]",
+        '{"Message": "an SNS envelope"}',
+        "[" * 100_000 + "]" * 100_000,  # deeper than the parser's stack: RecursionError
+        "[" + "9" * 5000 + "]",  # past Python's 4,300-digit integer limit: ValueError
+    ],
+    ids=["text", "list", "sns", "deep", "huge-int"],
+)
 def test_sqs_body_that_is_not_an_s3_event_is_a_format_error(body: str) -> None:
     (record,) = SQSEvent({"Records": [{"messageId": "m1", "body": body}]}).records
     assert not record.is_test_event

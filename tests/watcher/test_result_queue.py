@@ -71,6 +71,8 @@ def test_results_in_reads_only_final_results_of_this_bucket_and_prefix() -> None
     for body in (
         json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}),
         "not json",
+        "[" * 100_000 + "]" * 100_000,  # deeper than the parser's stack: RecursionError
+        "[" + "9" * 5000 + "]",  # past Python's 4,300-digit integer limit: ValueError
         "[1, 2]",
         json.dumps({"Records": [{"s3": "nonsense"}, 7]}),
         s3_event("another-bucket", f"{PREFIX}s1/c.csv"),

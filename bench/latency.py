@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workload import COURSE, SHARED, Stack
+from workload import COURSE, Stack, cannot_run, course_faces
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -149,12 +149,7 @@ def measure(name: str, queue: bool, clips: list[Path], rounds: int, burst: int) 
     run = Run(name)
     watcher: Watcher | None = None
     try:
-        known = work / "known_faces.json"
-        subprocess.run(
-            [sys.executable, "-m", "lambda_fn", "faces", "import-pickle",
-             str(COURSE / "encoding"), "-o", str(known)],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
+        known = course_faces(work / "known_faces.json")
         env = stack.start(known, cloud_args=[] if queue else ["--no-result-queue"])
         watcher = Watcher(work, env, _free_port())
         watcher.wait_for("intake.started")
@@ -208,8 +203,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     cases = COURSE / "test_case_1"
-    if not (COURSE / "encoding").exists() or not cases.is_dir():
-        print(f"latency bench skipped: no course data under {SHARED}")
+    if reason := cannot_run(cases, classic=False):
+        print(f"latency bench skipped: {reason}")
         return 0
     clips = sorted(cases.glob("*.mp4"))
     runs = [

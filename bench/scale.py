@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from latency import Watcher, _free_port
-from workload import COURSE, SHARED, Stack, expectations_in_table_words
+from workload import COURSE, Stack, cannot_run, course_faces, expectations_in_table_words
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSIC = REPO.parent / "shared" / "bench" / "classic_baseline.py"
-_SAMPLE_S = 0.5
 
 
 @dataclass
@@ -274,21 +273,13 @@ def main() -> int:
     parser.add_argument("--cases", type=Path, default=COURSE / "test_case_1")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
-    if not (COURSE / "encoding").exists() or not args.cases.is_dir():
-        print(f"scale bench skipped: no course data under {SHARED}")
-        return 0
-    if shutil.which("ffmpeg") is None:
-        print("scale bench skipped: the classic baseline needs ffmpeg (apt-get install ffmpeg)")
+    if reason := cannot_run(args.cases):
+        print(f"scale bench skipped: {reason}")
         return 0
     sizes = sorted(int(n) for n in args.sizes.split(","))
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     try:
-        known = work / "known_faces.json"
-        subprocess.run(
-            [sys.executable, "-m", "lambda_fn", "faces", "import-pickle",
-             str(COURSE / "encoding"), "-o", str(known)],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
+        known = course_faces(work / "known_faces.json")
         expect = expectations_in_table_words(COURSE / "mapping", work / "expected.mapping")
         results = []
         for n in sizes:

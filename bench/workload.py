@@ -52,6 +52,25 @@ def expectations_in_table_words(mapping: Path, out: Path) -> Path:
     return out
 
 
+def course_faces(out: Path) -> Path:
+    """The course's known faces at `out`, converted from its pickle (safely: no code runs)."""
+    subprocess.run(
+        [sys.executable, "-m", "lambda_fn", "faces", "import-pickle",
+         str(COURSE / "encoding"), "-o", str(out)],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def cannot_run(cases: Path, *, classic: bool = True) -> str | None:
+    """Why a bench on the course clips cannot run here (None if it can)."""
+    if not (COURSE / "encoding").exists() or not cases.is_dir():
+        return f"no course data under {SHARED}"
+    if classic and shutil.which("ffmpeg") is None:
+        return "the classic baseline needs ffmpeg (apt-get install ffmpeg)"
+    return None
+
+
 class Stack:
     """The local cloud and the function runtime as subprocesses, logs in the work folder."""
 
@@ -138,22 +157,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=4, help="submit each clip N times")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
-    if not (COURSE / "encoding").exists() or not args.cases.is_dir():
-        print(f"workload bench skipped: no course data under {SHARED}")
-        return 0
-    if shutil.which("ffmpeg") is None:
-        print("workload bench skipped: the classic baseline needs ffmpeg (apt-get install ffmpeg)")
+    if reason := cannot_run(args.cases):
+        print(f"workload bench skipped: {reason}")
         return 0
     videos = sorted(args.cases.glob("*.mp4"))
     work = Path(tempfile.mkdtemp(prefix="bench-workload-"))
     stack = Stack(work)
     try:
-        known = work / "known_faces.json"
-        subprocess.run(
-            [sys.executable, "-m", "lambda_fn", "faces", "import-pickle",
-             str(COURSE / "encoding"), "-o", str(known)],
-            cwd=REPO, check=True, capture_output=True,
-        )  # fmt: skip
+        known = course_faces(work / "known_faces.json")
         expect = expectations_in_table_words(args.expect, work / "expected.mapping")
         env = stack.start(known)
         ours = run_ours(env, args.cases, expect, args.repeat)

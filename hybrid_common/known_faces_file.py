@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hybrid_common.json_errors import NOT_JSON
+
 FORMAT = "hybridsphere.known-faces"
 VERSION = 1
 ENCODING_SIZE = 128
@@ -81,9 +83,7 @@ class KnownFacesFile:
             )
         try:
             document = json.loads(data.decode("utf-8"))
-        # ValueError: also bad UTF-8 and integers past Python's 4,300-digit limit; RecursionError:
-        # nesting deeper than the interpreter's stack, which a hostile file can ask for.
-        except (ValueError, RecursionError) as error:
+        except NOT_JSON as error:
             raise KnownFacesFileError(f"{origin}: not a JSON known-faces file: {error}") from error
         if not isinstance(document, dict):
             raise KnownFacesFileError(f"{origin}: expected a JSON object at the top level")
@@ -160,14 +160,16 @@ def check_encoding(value: Any, where: str) -> tuple[float, ...]:
         raise KnownFacesFileError(
             f"{where}: 'encoding' must be {ENCODING_SIZE} numbers, got {size}"
         )
-    numbers = [_finite_number(x) for x in value]
-    for x, number in zip(value, numbers, strict=True):
+    numbers = []
+    for x in value:
+        number = _finite_number(x)
         if number is None:
             # reprlib: a hostile value (a 400-digit integer, a long string) is shown shortened.
             raise KnownFacesFileError(
                 f"{where}: 'encoding' holds a non-finite or non-number {reprlib.repr(x)}"
             )
-    return tuple(n for n in numbers if n is not None)
+        numbers.append(number)
+    return tuple(numbers)
 
 
 def _finite_number(x: Any) -> float | None:

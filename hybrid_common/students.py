@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hybrid_common.json_errors import NOT_JSON
 from hybrid_common.logs import get_logger
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def read_students(path: Path) -> list[Student]:
     """Parse a students file (UTF-8, a byte-order mark tolerated: Windows editors add one)."""
     try:
         data: Any = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    # ValueError: JSONDecodeError, bad UTF-8 and integers past Python's 4,300-digit limit;
-    # RecursionError: nesting deeper than the interpreter's stack.
-    except (OSError, ValueError, RecursionError) as error:
+    except OSError as error:
+        raise StudentsFileError(f"{path}: cannot read JSON: {error}") from error
+    except NOT_JSON as error:
         raise StudentsFileError(f"{path}: cannot read JSON: {error}") from error
     return parse_students(data, str(path))
 

@@ -14,11 +14,10 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote_plus
 
+from hybrid_common.json_errors import NOT_JSON
+
 # The message S3 sends to a queue or topic when a notification is configured; not an object.
 TEST_EVENT = "s3:TestEvent"
-# What json.loads raises on a body that is not JSON it can hold: JSONDecodeError, and plain
-# ValueError (an integer past Python's 4,300-digit limit) or RecursionError (deep nesting).
-_NOT_JSON = (ValueError, RecursionError)
 
 
 class EventFormatError(ValueError):
@@ -150,7 +149,7 @@ class SQSRecord:
     def is_test_event(self) -> bool:
         try:
             return is_test_event(json.loads(self.body))
-        except _NOT_JSON:
+        except NOT_JSON:
             return False
 
     @property
@@ -158,7 +157,7 @@ class SQSRecord:
         """The S3 event in the body; raises EventFormatError when the body is something else."""
         try:
             body = json.loads(self.body)
-        except _NOT_JSON as error:
+        except NOT_JSON as error:
             raise EventFormatError(f"SQS message body is not JSON: {error}") from error
         if not isinstance(body, Mapping) or not isinstance(body.get("Records"), list):
             raise EventFormatError("SQS message body is not an S3 event notification")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+from hybrid_common.json_errors import NOT_JSON
 from hybrid_common.keys import ResultNaming, node_prefix
 from hybrid_common.logs import get_logger
 from watcher.results import ResultReady
@@ -52,7 +53,7 @@ def results_in(
     """
     try:
         doc = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the stack
+    except NOT_JSON:
         return []
     records = doc.get("Records") if isinstance(doc, dict) else None
     naming = naming or ResultNaming()

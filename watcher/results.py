@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hybrid_common.json_errors import NOT_JSON
 from hybrid_common.keys import ResultKind, node_prefix
 from hybrid_common.logs import get_logger
 from hybrid_common.results import ErrorDoc, PersonRow, iter_csv, write_csv
@@ -297,7 +298,7 @@ def read_error_doc(data: bytes, key: str) -> ErrorDoc:
     """`<stem>.error.json` with its fields cut to size; ResultUnreadable if it is not one."""
     try:
         value = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+    except NOT_JSON as error:
         reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else "not JSON"
         raise ResultUnreadable("result_unreadable", f"{key}: {reason}", raw=data) from None
     if not isinstance(value, dict):
@@ -319,7 +320,7 @@ def read_details(data: bytes | None, key: str) -> tuple[bytes | None, dict[str, 
         return None, None
     try:
         value = json.loads(data)
-    except (ValueError, RecursionError) as error:
+    except NOT_JSON as error:
         reason = "too_deep" if isinstance(error, RecursionError) else "not_json"
         log.warning("result.details_dropped", key=key, reason=reason, bytes=len(data))
         return None, None
